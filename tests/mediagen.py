@@ -1,0 +1,86 @@
+"""Small real media files the tests make themselves (so a fresh clone tests the whole path)."""
+
+from __future__ import annotations
+
+import fractions
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+from PIL import Image
+
+COLOURS = [(220, 20, 20), (20, 200, 20), (20, 20, 220), (230, 230, 30), (200, 30, 200)]
+
+
+def tone(freq: float, seconds: float, rate: int = 44100, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def write_wav(path: Path, freq: float = 440.0, seconds: float = 1.0, rate: int = 16000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), tone(freq, seconds, rate), rate)
+    return path
+
+
+def write_png(path: Path, colour: tuple[int, int, int] = (200, 30, 30), size=(64, 48)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, colour)
+    img.save(path)
+    return path
+
+
+def write_mp4(
+    path: Path,
+    seconds: float = 5.0,
+    fps: int = 10,
+    size: tuple[int, int] = (96, 64),
+    freq: float = 440.0,
+    audio: bool = True,
+    colour_every: float = 1.0,
+) -> Path:
+    """H.264 + AAC video: the frame colour changes every ``colour_every`` seconds
+    (COLOURS[int(t / colour_every) % 5]) and a sine tone plays throughout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = 44100
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.width, v.height = size
+        v.pix_fmt = "yuv420p"
+        a = out.add_stream("aac", rate=rate) if audio else None
+        if a is not None:
+            a.layout = "mono"
+        n_frames = int(seconds * fps)
+        for i in range(n_frames):
+            colour = COLOURS[int(i / fps / colour_every) % len(COLOURS)]
+            arr = np.empty((size[1], size[0], 3), np.uint8)
+            arr[:] = colour
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            frame.pts = i
+            frame.time_base = fractions.Fraction(1, fps)
+            for packet in v.encode(frame):
+                out.mux(packet)
+        for packet in v.encode():
+            out.mux(packet)
+        if a is not None:
+            samples = tone(freq, seconds, rate)
+            step = 1024
+            for k in range(0, len(samples), step):
+                chunk = samples[k : k + step]
+                frame = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
+                frame.sample_rate = rate
+                frame.pts = k
+                frame.time_base = fractions.Fraction(1, rate)
+                for packet in a.encode(frame):
+                    out.mux(packet)
+            for packet in a.encode():
+                out.mux(packet)
+    return path
+
+
+def write_truncated(src: Path, dst: Path, keep: float = 0.3) -> Path:
+    data = src.read_bytes()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
