@@ -1,0 +1,332 @@
+"""The avsearch command line: parse, call the library, print. Nothing else.
+
+Results go to stdout (a table, or JSON with --json); progress and logs always go to stderr.
+Library errors are typed (avsearch.errors) and mapped here to messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from avsearch import config as cfgmod
+from avsearch.errors import AvsearchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Cross-modal audio-visual search: a sound finds pictures and moments, a picture finds "
+    "sounds.",
+)
+index_app = typer.Typer(help="Inspect the index.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+stderr = Console(stderr=True)
+EXIT_PARTIAL = 4
+
+
+@dataclass
+class State:
+    index: Path
+    json: bool
+    quiet: bool
+    verbose: bool
+    file_config: dict[str, Any]
+
+
+def _state(ctx: typer.Context) -> State:
+    return ctx.ensure_object(State)  # type: ignore[no-any-return]
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _fail(exc: AvsearchError, as_json: bool) -> typer.Exit:
+    if as_json:
+        _emit_json({"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
+    stderr.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    if exc.hint:
+        stderr.print(f"  [dim]hint:[/] {exc.hint}", highlight=False)
+    return typer.Exit(exc.exit_code)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    index: Annotated[
+        Path | None,
+        typer.Option("--index", help="Index dir [$AVSEARCH_INDEX, ./.avsearch]"),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON result on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More detail.")] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Config file [./avsearch.yaml].")
+    ] = None,
+) -> None:
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("libav").setLevel(logging.ERROR)
+    try:
+        file_config = cfgmod.load_config_file(config)
+        index_dir = cfgmod.resolve_index_dir(index, file_config)
+    except AvsearchError as exc:
+        raise _fail(exc, json_out) from exc
+    ctx.obj = State(index_dir, json_out, quiet, verbose, file_config)
+
+
+# ------------------------------------------------------------------------------------ embed
+@app.command()
+def embed(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Folders or files to index.")],
+    model: Annotated[str | None, typer.Option(help="Model name or directory [default].")] = None,
+    window: Annotated[
+        float | None, typer.Option(help="Window length in seconds [audio backbone's ≈2.32 s].")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    rebuild: Annotated[
+        bool | None,
+        typer.Option("--rebuild", help="Drop an index built with another model and re-encode."),
+    ] = None,
+) -> None:
+    """Index media: decode, cut into windows, encode audio and visual vectors, store them."""
+    from avsearch.pipeline import run_embed
+
+    st = _state(ctx)
+    try:
+        cfg = cfgmod.build(
+            cfgmod.EmbedConfig,
+            cfgmod.section(st.file_config, "embed"),
+            {
+                "model": model,
+                "window": window,
+                "workers": workers,
+                "batch_size": batch_size,
+                "rebuild": rebuild,
+            },
+        )
+        with _EmbedProgress(enabled=not st.quiet) as progress:
+            summary = run_embed(paths, st.index, cfg, progress=progress.update)
+    except AvsearchError as exc:
+        raise _fail(exc, st.json) from exc
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/]: finished files are saved; run embed again to resume")
+        raise typer.Exit(130) from None
+    for failure in summary.failures:
+        stderr.print(f"[yellow]skipped[/] {failure.path}: {failure.reason}", highlight=False)
+    if st.json:
+        _emit_json(summary.to_json())
+    elif not st.quiet:
+        _print_embed_summary(summary)
+    if summary.failures:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+class _EmbedProgress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and stderr.is_terminal
+        self.progress = Progress(
+            TextColumn("[bold]embed"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=stderr,
+            transient=True,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> _EmbedProgress:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def update(self, event: str, data: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if event == "plan":
+            self.task = self.progress.add_task("", total=data["jobs"])
+        elif event == "file" and self.task is not None:
+            self.progress.update(self.task, advance=1, description=Path(data["path"]).name[-40:])
+        elif event == "finalising" and self.task is not None:
+            self.progress.update(self.task, description="writing vector indexes")
+
+
+def _print_embed_summary(s: Any) -> None:
+    out = Console()
+    out.print(
+        f"files: {s.new} new, {s.updated} updated, {s.unchanged} unchanged, {s.moved} moved, "
+        f"{s.removed} removed, {s.failed} failed"
+    )
+    out.print(
+        f"segments: {s.segments} encoded ({s.audio_segments} audio, {s.visual_segments} visual); "
+        f"index now holds {s.total_files} files, {s.total_segments} segments"
+    )
+    rate = s.media_seconds / s.seconds if s.seconds else 0.0
+    out.print(f"time: {s.seconds:.1f} s for {s.media_seconds:.1f} s of media ({rate:.1f}x)")
+    out.print(f"index: {s.index} (model {s.model})")
+
+
+# ------------------------------------------------------------------------------------ query
+@app.command()
+def query(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="An audio clip, an image, or a video.")],
+    top: Annotated[int | None, typer.Option("--top", "-k", help="How many hits [10].")] = None,
+    start: Annotated[float | None, typer.Option(help="Video/audio query: start (s).")] = None,
+    end: Annotated[float | None, typer.Option(help="Video/audio query: end (s).")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Modality to search: audio|visual [the other one].")
+    ] = None,
+    segments: Annotated[
+        bool | None, typer.Option("--segments", help="List raw segment hits, not one per file.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model [the index's own].")] = None,
+) -> None:
+    """Find the items of the other modality nearest to an audio clip, image or video moment."""
+    from avsearch.query import run_query
+
+    st = _state(ctx)
+    try:
+        cfg = cfgmod.build(
+            cfgmod.QueryConfig,
+            cfgmod.section(st.file_config, "query"),
+            {
+                "top": top,
+                "start": start,
+                "end": end,
+                "target": target,
+                "segments": segments,
+                "model": model,
+            },
+        )
+        result = run_query(file, st.index, cfg)
+    except AvsearchError as exc:
+        raise _fail(exc, st.json) from exc
+    if st.json:
+        _emit_json(result.to_json())
+        return
+    table = Table(title=f"{result.query_modality} → {result.target}", title_justify="left")
+    for col in ("rank", "score", "path", "time"):
+        table.add_column(col, justify="right" if col in ("rank", "score") else "left")
+    for h in result.results:
+        span = "" if h.start is None else f"{h.start:.2f}–{h.end:.2f} s"
+        table.add_row(str(h.rank), f"{h.score:.3f}", _short(h.path), span)
+    Console(soft_wrap=True).print(table)
+
+
+def _short(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+# ------------------------------------------------------------------------------------ others
+@app.command()
+def models(ctx: typer.Context) -> None:
+    """List shipped models and known backbones."""
+    from avsearch.encoders.model_dir import list_model_dirs, load_config
+    from avsearch.encoders.registry import BACKBONES
+
+    st = _state(ctx)
+    rows = []
+    for d in list_model_dirs():
+        try:
+            c = load_config(d)
+        except AvsearchError as exc:
+            stderr.print(f"[yellow]unreadable model[/] {d}: {exc.message}")
+            continue
+        rows.append(
+            {
+                "name": c.name,
+                "path": str(d),
+                "dim": c.embedding_dim,
+                "audio": c.audio.backbone,
+                "visual": c.visual.backbone,
+                "description": c.description,
+            }
+        )
+    backbones = [
+        {"name": b.name, "modality": b.modality, "dim": b.dim, "description": b.description}
+        for b in BACKBONES.values()
+    ]
+    if st.json:
+        _emit_json({"models": rows, "backbones": backbones})
+        return
+    out = Console()
+    t = Table(title="models", title_justify="left")
+    for col in ("name", "dim", "audio", "visual", "description"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], str(r["dim"]), r["audio"], r["visual"], r["description"])
+    out.print(t)
+    b = Table(title="backbones", title_justify="left")
+    for col in ("name", "modality", "dim", "description"):
+        b.add_column(col)
+    for r in backbones:
+        b.add_row(r["name"], r["modality"], str(r["dim"]), r["description"])
+    out.print(b)
+
+
+@index_app.command("stats")
+def index_stats(ctx: typer.Context) -> None:
+    """Files, segments and vector indexes of the index."""
+    from avsearch.store.stats import index_stats as compute
+
+    st = _state(ctx)
+    try:
+        stats = compute(st.index)
+    except AvsearchError as exc:
+        raise _fail(exc, st.json) from exc
+    if st.json:
+        _emit_json(stats)
+        return
+    out = Console()
+    for key, value in stats.items():
+        out.print(f"{key}: {value}")
+
+
+@app.command()
+def doctor(ctx: typer.Context) -> None:
+    """Check the installation: codecs, backbone weights, the default model, the index."""
+    from avsearch.doctor import run_checks
+
+    st = _state(ctx)
+    checks = run_checks(st.index)
+    ok = all(c["ok"] for c in checks if c.get("required", True))
+    if st.json:
+        _emit_json({"ok": ok, "checks": checks})
+    else:
+        out = Console()
+        for c in checks:
+            mark = (
+                "[green]ok[/]"
+                if c["ok"]
+                else ("[red]FAIL[/]" if c.get("required", True) else "[yellow]warn[/]")
+            )
+            out.print(f"{mark}  {c['name']}: {c['detail']}", highlight=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

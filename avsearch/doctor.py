@@ -1,0 +1,73 @@
+"""``avsearch doctor``: check that the installation can do its job, offline."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def _check(name: str, fn: Any, required: bool = True) -> dict[str, Any]:
+    try:
+        detail = fn()
+        return {"name": name, "ok": True, "detail": str(detail), "required": required}
+    except Exception as exc:  # doctor reports every failure instead of stopping
+        return {
+            "name": name,
+            "ok": False,
+            "detail": f"{type(exc).__name__}: {exc}",
+            "required": required,
+        }
+
+
+def run_checks(index_dir: Path) -> list[dict[str, Any]]:
+    def python() -> str:
+        return f"{platform.python_version()} on {platform.machine()}"
+
+    def torch_() -> str:
+        import torch
+
+        return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+    def faiss_() -> str:
+        import faiss
+
+        return f"faiss {faiss.__version__}"
+
+    def codecs() -> str:
+        import av
+
+        needed = ["h264", "aac", "mp3float", "vorbis", "vp8", "opus", "flac"]
+        missing = [c for c in needed if c not in av.codecs_available]
+        if missing:
+            raise RuntimeError(f"decoders missing: {', '.join(missing)}")
+        return f"PyAV {av.__version__}: {', '.join(needed)} decoders present"
+
+    def soundfile_() -> str:
+        import soundfile as sf
+
+        return f"libsndfile {sf.__libsndfile_version__}"
+
+    def model() -> str:
+        from avsearch.encoders.model import AVModel
+
+        m = AVModel.load("default")
+        m.audio_backbone  # noqa: B018 - loading is the check
+        m.visual_backbone  # noqa: B018
+        return f"{m.name} ({m.directory}), fingerprint {m.fingerprint[:12]}"
+
+    def index() -> str:
+        from avsearch.store.stats import index_stats
+
+        s = index_stats(index_dir)
+        return f"{s['files']} files, segments {s['segments']} at {index_dir}"
+
+    return [
+        _check("python", python),
+        _check("torch", torch_),
+        _check("faiss", faiss_),
+        _check("codecs", codecs),
+        _check("soundfile", soundfile_),
+        _check("default model and backbone weights", model),
+        _check("index", index, required=False),
+    ]

@@ -1,0 +1,186 @@
+"""The model directory format.
+
+A model directory holds ``config.yaml`` (backbones and their weight hashes, segmenting, head
+sizes, embedding dim, training recipe and data) and ``heads.safetensors`` (keys ``audio.*``,
+``visual.*``, optionally ``classifier.*``). Fine-tuned backbones add
+``{audio,visual}_backbone.safetensors``. Its fingerprint, a sha256 over config and weight
+files, is stored in every index built with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from avsearch.encoders.heads import HeadConfig, ProjectionHead
+from avsearch.encoders.registry import models_root
+from avsearch.errors import ModelError
+
+FORMAT_VERSION = 1
+CONFIG = "config.yaml"
+HEADS = "heads.safetensors"
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    backbone: str
+    head: HeadConfig
+    backbone_weights: str | None = None  # relative to the model dir; None = backbone default
+    backbone_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    embedding_dim: int
+    audio: TowerConfig
+    visual: TowerConfig
+    window_seconds: float | None = None  # None = the audio backbone's native block
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: Path) -> ModelConfig:
+        try:
+            version = int(raw.get("format_version", 1))
+            if version > FORMAT_VERSION:
+                raise ModelError(f"{source}: model format {version} is newer than this avsearch")
+            towers = {
+                m: TowerConfig(
+                    backbone=str(raw[m]["backbone"]),
+                    head=HeadConfig(**raw[m]["head"]),
+                    backbone_weights=raw[m].get("backbone_weights"),
+                    backbone_sha256=raw[m].get("backbone_sha256"),
+                )
+                for m in ("audio", "visual")
+            }
+            return cls(
+                name=str(raw["name"]),
+                embedding_dim=int(raw["embedding_dim"]),
+                audio=towers["audio"],
+                visual=towers["visual"],
+                window_seconds=raw.get("window_seconds"),
+                description=str(raw.get("description", "")),
+                training=dict(raw.get("training") or {}),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: invalid model config ({exc!r})") from exc
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_model_dir(name_or_dir: str) -> Path:
+    """A path to a model directory, or the name of a shipped one (``default``)."""
+    candidate = Path(name_or_dir).expanduser()
+    if (candidate / CONFIG).is_file():
+        return candidate.resolve()
+    shipped = models_root() / name_or_dir
+    if (shipped / CONFIG).is_file():
+        return shipped.resolve()
+    known = list_model_dirs()
+    raise ModelError(
+        f"no model {name_or_dir!r}: not a model directory and not a shipped model",
+        hint=f"shipped models: {', '.join(p.name for p in known) or 'none'}; "
+        "a model directory holds config.yaml and heads.safetensors",
+    )
+
+
+def list_model_dirs() -> list[Path]:
+    root = models_root()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / CONFIG).is_file())
+
+
+def load_config(model_dir: Path) -> ModelConfig:
+    path = model_dir / CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelError(f"{path}: cannot read model config ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: expected a mapping")
+    return ModelConfig.from_dict(raw, path)
+
+
+def fingerprint(model_dir: Path) -> str:
+    """sha256 over config.yaml and every weights file in the directory, in name order."""
+    h = hashlib.sha256()
+    files = [model_dir / CONFIG, *sorted(model_dir.glob("*.safetensors"))]
+    for path in files:
+        h.update(path.name.encode())
+        h.update(sha256_file(path).encode())
+    return h.hexdigest()
+
+
+def backbone_weights_path(model_dir: Path, tower: TowerConfig) -> Path | None:
+    if tower.backbone_weights is None:
+        return None
+    for base in (model_dir, models_root()):
+        path = (base / tower.backbone_weights).resolve()
+        if path.exists():
+            return path
+    raise ModelError(f"{model_dir}: backbone weights {tower.backbone_weights!r} not found")
+
+
+def save_model_dir(
+    model_dir: Path,
+    config: ModelConfig,
+    heads: dict[str, nn.Module],
+    extra_files: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """Write config + weights; returns the fingerprint. Files are written then renamed."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        f"{prefix}.{key}": value.detach().contiguous().cpu()
+        for prefix, module in heads.items()
+        for key, value in module.state_dict().items()
+    }
+    tmp = model_dir / f".{HEADS}.tmp"
+    save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
+    tmp.replace(model_dir / HEADS)
+    for name, state in (extra_files or {}).items():
+        tmp = model_dir / f".{name}.tmp"
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+        tmp.replace(model_dir / name)
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+    tmp = model_dir / f".{CONFIG}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(model_dir / CONFIG)
+    return fingerprint(model_dir)
+
+
+def load_heads(model_dir: Path, config: ModelConfig) -> tuple[ProjectionHead, ProjectionHead]:
+    path = model_dir / HEADS
+    if not path.exists():
+        raise ModelError(f"{model_dir}: {HEADS} is missing")
+    state = load_file(str(path))
+    heads = []
+    for modality, tower in (("audio", config.audio), ("visual", config.visual)):
+        head = ProjectionHead(tower.head)
+        prefix = f"{modality}."
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            head.load_state_dict(sub, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"{path}: {modality} head does not match config ({exc})") from exc
+        head.eval()
+        heads.append(head)
+    return heads[0], heads[1]

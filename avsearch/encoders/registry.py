@@ -1,0 +1,98 @@
+"""Backbones by name, and where shipped models live.
+
+A backbone is loaded from a local weights file only: nothing is ever downloaded. Shipped model
+directories live in ``models/`` of the source tree (or ``avsearch/_models`` in an installed
+wheel); ``AVSEARCH_MODELS`` points elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from avsearch.errors import ModelError
+
+MODELS_ENV = "AVSEARCH_MODELS"
+
+
+def models_root() -> Path:
+    env = os.environ.get(MODELS_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    packaged = Path(__file__).resolve().parents[1] / "_models"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    modality: str
+    dim: int
+    description: str
+    loader: Callable[[Path | None], nn.Module]
+    default_weights: Callable[[], Path]
+
+
+def _aisfx_default() -> Path:
+    return models_root() / "backbones" / "aisfx" / "model.safetensors"
+
+
+def _load_aisfx(path: Path | None) -> nn.Module:
+    from avsearch.encoders.aisfx import AisfxBackbone, load_aisfx
+
+    weights = path or _aisfx_default()
+    if not weights.exists():
+        raise ModelError(
+            f"aisfx weights not found at {weights}",
+            hint="convert them once with `python -m avsearch.encoders.convert` (see models/README)",
+        )
+    return AisfxBackbone(load_aisfx(weights))
+
+
+def _effnet_default() -> Path:
+    from avsearch.encoders.efficientnet import default_weights_path
+
+    return default_weights_path()
+
+
+def _load_effnet(path: Path | None) -> nn.Module:
+    from avsearch.encoders.efficientnet import EfficientNetLite0Backbone, load_efficientnet_lite0
+
+    return EfficientNetLite0Backbone(load_efficientnet_lite0(path))
+
+
+BACKBONES: dict[str, BackboneInfo] = {
+    "aisfx": BackboneInfo(
+        "aisfx",
+        "audio",
+        512,
+        "sound-effects CNN (Ma & Lerch, ISMIR 2022), CC BY 4.0, 44.1 kHz log-mel input",
+        _load_aisfx,
+        _aisfx_default,
+    ),
+    "efficientnet-lite0": BackboneInfo(
+        "efficientnet-lite0",
+        "visual",
+        1280,
+        "EfficientNet-Lite0 ImageNet (Apache-2.0), 224x224 RGB input",
+        _load_effnet,
+        _effnet_default,
+    ),
+}
+
+
+def load_backbone(name: str, weights: Path | None = None) -> nn.Module:
+    info = BACKBONES.get(name)
+    if info is None:
+        raise ModelError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
+    module = info.loader(weights)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module

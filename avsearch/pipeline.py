@@ -1,0 +1,371 @@
+"""embed: discover → plan (mark and sweep) → decode ahead in threads → encode in batches → write.
+
+Planning compares the folder with the manifest: unchanged files (size + mtime) are skipped,
+changed ones re-encoded, new ones hashed and, when their content hash matches a file that is
+gone from disk, recorded as moved (no re-encoding); rows under the given roots that were not
+seen are removed. Each encoded file is written with all its segments in one transaction, and
+commits happen every few seconds, so a killed run loses at most the files in flight and a re-run
+finishes the job. The FAISS files are rebuilt from the manifest at the end.
+
+PyAV, soundfile, Pillow's resize and torch release the GIL, so decode threads overlap with the
+encoder on separate cores without pickling windows between processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avsearch.config import EmbedConfig
+from avsearch.encoders.model import AVModel
+from avsearch.errors import AvsearchError, MediaError, UsageError
+from avsearch.media.decode import Piece, WindowSpec, file_pieces
+from avsearch.media.discover import MediaFile, discover, quick_hash
+from avsearch.store.index import IndexStore, ModelStamp
+from avsearch.store.manifest import Manifest, NewSegment
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Failure:
+    path: str
+    reason: str
+
+
+@dataclass
+class EmbedSummary:
+    index: str
+    model: str
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed: int = 0
+    segments: int = 0
+    audio_segments: int = 0
+    visual_segments: int = 0
+    media_seconds: float = 0.0
+    seconds: float = 0.0
+    total_files: int = 0
+    total_segments: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    interrupted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "model": self.model,
+            "files": {
+                "new": self.new,
+                "updated": self.updated,
+                "unchanged": self.unchanged,
+                "moved": self.moved,
+                "removed": self.removed,
+                "failed": self.failed,
+            },
+            "segments": {
+                "encoded": self.segments,
+                "audio": self.audio_segments,
+                "visual": self.visual_segments,
+                "total_in_index": self.total_segments,
+            },
+            "files_in_index": self.total_files,
+            "media_seconds": round(self.media_seconds, 3),
+            "seconds": round(self.seconds, 3),
+            "failures": [{"path": f.path, "reason": f.reason} for f in self.failures],
+            "interrupted": self.interrupted,
+        }
+
+
+@dataclass
+class Job:
+    file: MediaFile
+    action: str  # "new" | "updated"
+    digest: str
+    replace_id: int | None = None
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    unchanged: int
+    moved: list[tuple[int, MediaFile]]
+    removed: list[int]
+
+
+def plan(manifest: Manifest, files: Iterable[MediaFile], roots: list[Path]) -> Plan:
+    existing = manifest.files_under(roots)
+    unseen = {row["path"]: row for row in existing.values()}
+    jobs: list[Job] = []
+    moved: list[tuple[int, MediaFile]] = []
+    unchanged = 0
+    claimed: set[int] = set()
+    for f in files:
+        key = str(f.path)
+        row = existing.get(key)
+        if row is not None:
+            unseen.pop(key, None)
+            if row["size"] == f.size and row["mtime_ns"] == f.mtime_ns:
+                unchanged += 1
+                continue
+            digest = quick_hash(f.path)
+            if digest == row["hash"]:  # touched, not changed
+                manifest.touch_file(row["id"], f.mtime_ns)
+                unchanged += 1
+                continue
+            jobs.append(Job(f, "updated", digest, replace_id=row["id"]))
+            continue
+        digest = quick_hash(f.path)
+        source = next(
+            (
+                r
+                for r in manifest.files_by_hash(digest)
+                if r["id"] not in claimed and not Path(r["path"]).exists()
+            ),
+            None,
+        )
+        if source is not None:
+            claimed.add(source["id"])
+            unseen.pop(source["path"], None)
+            moved.append((source["id"], f))
+        else:
+            jobs.append(Job(f, "new", digest))
+    removed = [row["id"] for row in unseen.values() if row["id"] not in claimed]
+    return Plan(jobs, unchanged, moved, removed)
+
+
+class _Decoder:
+    """Decode threads: each takes jobs and streams their pieces into one bounded queue."""
+
+    DONE = "done"
+    FAIL = "fail"
+    PIECE = "piece"
+
+    def __init__(self, jobs: list[Job], spec: WindowSpec, image_size: int, workers: int) -> None:
+        self.jobs = jobs
+        self.spec = spec
+        self.image_size = image_size
+        self.todo: queue.Queue[int] = queue.Queue()
+        for i in range(len(jobs)):
+            self.todo.put(i)
+        self.out: queue.Queue[tuple[str, int, Any]] = queue.Queue(maxsize=256)
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, name=f"avsearch-decode-{n}", daemon=True)
+            for n in range(max(1, min(workers, len(jobs) or 1)))
+        ]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def _put(self, item: tuple[str, int, Any]) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                i = self.todo.get_nowait()
+            except queue.Empty:
+                return
+            job = self.jobs[i]
+            try:
+                count = 0
+                for piece in file_pieces(job.file.path, job.file.kind, self.spec, self.image_size):
+                    count += 1
+                    if not self._put((self.PIECE, i, piece)):
+                        return
+                if count == 0:
+                    raise MediaError(job.file.path, "no audio or video stream to index")
+                self._put((self.DONE, i, None))
+            except MediaError as exc:
+                self._put((self.FAIL, i, exc.reason))
+            except Exception as exc:  # a decoder bug must not take the whole run down
+                log.debug("decoding %s failed", job.file.path, exc_info=True)
+                self._put((self.FAIL, i, f"{type(exc).__name__}: {exc}"))
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=5)
+
+
+def run_embed(
+    paths: list[Path],
+    index_dir: Path,
+    cfg: EmbedConfig,
+    *,
+    progress: ProgressFn | None = None,
+    model: AVModel | None = None,
+) -> EmbedSummary:
+    t0 = time.perf_counter()
+    report = progress or (lambda event, data: None)
+    roots = [p.expanduser().resolve() for p in paths]
+    for root in roots:
+        if not root.exists():
+            raise UsageError(f"{root} does not exist", hint="check the path you gave to embed")
+    model = model or AVModel.load(cfg.model)
+    ref = str(model.directory) if Path(cfg.model).expanduser().exists() else cfg.model
+    stamp = ModelStamp(model.name, model.fingerprint, model.dim, ref)
+    store = IndexStore.create_or_open(index_dir, stamp, rebuild=cfg.rebuild)
+    summary = EmbedSummary(index=str(index_dir), model=model.name)
+    try:
+        files = list(discover(roots, exclude=[index_dir], follow_symlinks=cfg.follow_symlinks))
+        report("discovered", {"files": len(files)})
+        the_plan = plan(store.manifest, files, roots)
+        summary.unchanged = the_plan.unchanged
+        for file_id, f in the_plan.moved:
+            store.manifest.move_file(file_id, str(f.path), f.size, f.mtime_ns)
+        summary.moved = len(the_plan.moved)
+        summary.removed = store.manifest.remove_files(the_plan.removed)
+        spec = model.window_spec(cfg.window, cfg.min_tail)
+        report(
+            "plan",
+            {
+                "jobs": len(the_plan.jobs),
+                "unchanged": summary.unchanged,
+                "moved": summary.moved,
+                "removed": summary.removed,
+            },
+        )
+        if the_plan.jobs:
+            _encode_jobs(the_plan.jobs, store, model, spec, cfg, summary, report)
+        report("finalising", {})
+        store.sync_vectors()
+        summary.total_files = store.manifest.file_count()
+        summary.total_segments = store.manifest.segment_count()
+    finally:
+        store.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _encode_jobs(
+    jobs: list[Job],
+    store: IndexStore,
+    model: AVModel,
+    spec: WindowSpec,
+    cfg: EmbedConfig,
+    summary: EmbedSummary,
+    report: ProgressFn,
+) -> None:
+    decoder = _Decoder(jobs, spec, model.image_size, cfg.workers)
+    pending: dict[str, list[tuple[int, Piece]]] = {"audio": [], "visual": []}
+    segments: dict[int, list[NewSegment]] = {}
+    waiting: dict[int, int] = {}  # pieces decoded but not yet encoded, per job
+    decoded: set[int] = set()
+    failed: set[int] = set()
+    ready: list[int] = []
+    finished = 0
+    last_commit = time.monotonic()
+
+    def flush(modality: str) -> None:
+        batch = [(j, p) for j, p in pending[modality] if j not in failed]
+        pending[modality] = []
+        if not batch:
+            return
+        vecs = model.embed(modality, np.stack([p.data for _, p in batch]))
+        for (j, p), v in zip(batch, vecs, strict=True):
+            segments.setdefault(j, []).append(NewSegment(modality, p.index, p.start, p.end, v))
+            waiting[j] -= 1
+            if j in decoded and waiting[j] == 0:
+                ready.append(j)
+
+    def commit() -> None:
+        nonlocal last_commit
+        if not ready:
+            return
+        with store.manifest.transaction():
+            for j in ready:
+                job = jobs[j]
+                segs = sorted(segments.pop(j, []), key=lambda s: (s.modality, s.idx))
+                store.manifest.put_file(
+                    path=str(job.file.path),
+                    kind=job.file.kind,
+                    size=job.file.size,
+                    mtime_ns=job.file.mtime_ns,
+                    digest=job.digest,
+                    segments=segs,
+                    replace_id=job.replace_id,
+                )
+                if job.action == "new":
+                    summary.new += 1
+                else:
+                    summary.updated += 1
+                summary.segments += len(segs)
+                summary.audio_segments += sum(s.modality == "audio" for s in segs)
+                summary.visual_segments += sum(s.modality == "visual" for s in segs)
+                summary.media_seconds += max((s.end for s in segs), default=0.0)
+        ready.clear()
+        last_commit = time.monotonic()
+
+    decoder.start()
+    try:
+        while finished < len(jobs):
+            try:
+                kind, j, payload = decoder.out.get(timeout=0.05)
+            except queue.Empty:
+                for modality in ("audio", "visual"):
+                    flush(modality)
+                if time.monotonic() - last_commit > cfg.commit_every:
+                    commit()
+                continue
+            if kind == _Decoder.PIECE:
+                if j in failed:
+                    continue
+                waiting[j] = waiting.get(j, 0) + 1
+                pending[payload.modality].append((j, payload))
+                if len(pending[payload.modality]) >= cfg.batch_size:
+                    flush(payload.modality)
+            elif kind == _Decoder.DONE:
+                decoded.add(j)
+                finished += 1
+                if waiting.get(j, 0) == 0:
+                    ready.append(j)
+                report("file", {"path": str(jobs[j].file.path), "ok": True})
+            else:
+                failed.add(j)
+                finished += 1
+                segments.pop(j, None)
+                summary.failed += 1
+                summary.failures.append(Failure(str(jobs[j].file.path), str(payload)))
+                log.warning("skipping %s: %s", jobs[j].file.path, payload)
+                report("file", {"path": str(jobs[j].file.path), "ok": False, "reason": payload})
+            if len(ready) >= 256 or time.monotonic() - last_commit > cfg.commit_every:
+                for modality in ("audio", "visual"):
+                    flush(modality)
+                commit()
+        for modality in ("audio", "visual"):
+            flush(modality)
+        commit()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        decoder.close()
+        try:
+            for modality in ("audio", "visual"):
+                flush(modality)
+            commit()
+        finally:
+            raise
+    except AvsearchError:
+        raise
+    finally:
+        decoder.close()
