@@ -22,7 +22,6 @@ from avsearch.media.decode import WindowSpec
 log = logging.getLogger(__name__)
 
 AUDIO_CHUNK = 16
-VISUAL_CHUNK = 32
 
 
 class AVModel:
@@ -102,12 +101,9 @@ class AVModel:
     @torch.inference_mode()
     def visual_features(self, images: np.ndarray) -> np.ndarray:
         """[B, 224, 224, 3] uint8 RGB → [B, backbone dim] features."""
-        net = self.visual_backbone
-        out = [
-            net(net.to_tensor(images[i : i + VISUAL_CHUNK]))
-            for i in range(0, len(images), VISUAL_CHUNK)
-        ]
-        return torch.cat(out).numpy() if out else np.zeros((0, 1280), np.float32)
+        if len(images) == 0:
+            return np.zeros((0, self.visual_backbone.dim), np.float32)
+        return self.visual_backbone.embed(images)
 
     @torch.inference_mode()
     def project(self, modality: str, features: np.ndarray) -> np.ndarray:
