@@ -31,7 +31,7 @@ app = typer.Typer(
 index_app = typer.Typer(help="Inspect the index.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # never break a path in a message
 EXIT_PARTIAL = 4
 
 
@@ -171,7 +171,7 @@ class _EmbedProgress:
 
 
 def _print_embed_summary(s: Any) -> None:
-    out = Console()
+    out = Console(soft_wrap=True)
     out.print(
         f"files: {s.new} new, {s.updated} updated, {s.unchanged} unchanged, {s.moved} moved, "
         f"{s.removed} removed, {s.failed} failed"
@@ -180,8 +180,11 @@ def _print_embed_summary(s: Any) -> None:
         f"segments: {s.segments} encoded ({s.audio_segments} audio, {s.visual_segments} visual); "
         f"index now holds {s.total_files} files, {s.total_segments} segments"
     )
-    rate = s.media_seconds / s.seconds if s.seconds else 0.0
-    out.print(f"time: {s.seconds:.1f} s for {s.media_seconds:.1f} s of media ({rate:.1f}x)")
+    if s.segments:
+        rate = s.media_seconds / s.seconds if s.seconds else 0.0
+        out.print(f"time: {s.seconds:.1f} s for {s.media_seconds:.1f} s of media ({rate:.1f}x)")
+    else:
+        out.print(f"time: {s.seconds:.1f} s (nothing to encode)")
     out.print(f"index: {s.index} (model {s.model})")
 
 
@@ -225,8 +228,10 @@ def query(
         _emit_json(result.to_json())
         return
     table = Table(title=f"{result.query_modality} → {result.target}", title_justify="left")
-    for col in ("rank", "score", "path", "time"):
-        table.add_column(col, justify="right" if col in ("rank", "score") else "left")
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("path", overflow="fold")
+    table.add_column("time", no_wrap=True)
     for h in result.results:
         span = "" if h.start is None else f"{h.start:.2f}–{h.end:.2f} s"
         table.add_row(str(h.rank), f"{h.score:.3f}", _short(h.path), span)
@@ -300,7 +305,7 @@ def index_stats(ctx: typer.Context) -> None:
     if st.json:
         _emit_json(stats)
         return
-    out = Console()
+    out = Console(soft_wrap=True)
     for key, value in stats.items():
         out.print(f"{key}: {value}")
 

@@ -1,0 +1,3 @@
+from avsearch.cli import main
+
+main()

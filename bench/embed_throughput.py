@@ -1,0 +1,140 @@
+"""Throughput of `avsearch embed` on the shared videos, next to decode-only time (same run),
+and query latency (cold CLI process and warm library call) on the resulting index.
+
+    python bench/embed_throughput.py [--repeat 3]
+
+Timings on a shared machine are noisy, so the table reports ratios measured in one run.
+Writes its section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import SHARED, machine_line, write_section
+
+from avsearch.config import EmbedConfig, QueryConfig
+from avsearch.encoders.model import AVModel
+from avsearch.media.decode import file_pieces
+from avsearch.pipeline import run_embed
+from avsearch.query import run_query
+from avsearch.store.index import IndexStore
+
+
+def decode_only(files: list[Path], model: AVModel) -> tuple[float, int, float]:
+    spec = model.window_spec()
+    t0 = time.perf_counter()
+    segments = 0
+    media = 0.0
+    for f in files:
+        pieces = list(file_pieces(f, "video", spec, model.image_size))
+        segments += len(pieces)
+        media += max(p.end for p in pieces)
+    return time.perf_counter() - t0, segments, media
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3, help="copies of the video set to index")
+    args = ap.parse_args()
+    videos = sorted((SHARED / "fixtures" / "video").glob("*"))
+    if not videos:
+        sys.exit(f"no videos under {SHARED / 'fixtures' / 'video'}")
+    work = Path(tempfile.mkdtemp(prefix="avsearch-bench-"))
+    try:
+        folder = work / "videos"
+        for r in range(args.repeat):  # copies, so the set is long enough to time
+            for v in videos:
+                dst = folder / f"copy{r}" / v.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(v, dst)
+        files = sorted(folder.rglob("*.*"))
+        t0 = time.perf_counter()
+        model = AVModel.load("default")
+        _ = model.audio_backbone, model.visual_backbone
+        t_load = time.perf_counter() - t0
+        dec_t, dec_segments, media = decode_only(files, model)
+        rows = []
+        for workers in (1, 2):
+            index = work / f"index-w{workers}"
+            s = run_embed([folder], index, EmbedConfig(workers=workers), model=model)
+            rows.append((workers, s))
+        s_again = run_embed([folder], work / "index-w1", EmbedConfig(), model=model)
+
+        index = work / "index-w1"
+        audio_q = SHARED / "data" / "farm" / "sounds" / "dog.ogg"
+        image_q = SHARED / "fixtures" / "photos" / "sklearn_flower.jpg"
+        cold = []
+        for q in (audio_q, image_q):
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                subprocess.run(
+                    ["avsearch", "--index", str(index), "--json", "query", str(q)],
+                    check=True,
+                    capture_output=True,
+                )
+                times.append(time.perf_counter() - t)
+            cold.append(statistics.median(times))
+        warm = []
+        with IndexStore.open_existing(index) as store:
+            for q in (audio_q, image_q):
+                run_query(q, index, QueryConfig(), model=model, store=store)
+                times = []
+                for _ in range(20):
+                    t = time.perf_counter()
+                    run_query(q, index, QueryConfig(), model=model, store=store)
+                    times.append(time.perf_counter() - t)
+                warm.append(statistics.median(times))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    lines = [
+        "## Embed throughput and query latency",
+        "",
+        f"`python bench/embed_throughput.py --repeat {args.repeat}` on "
+        f"{dt.date.today().isoformat()}; {machine_line()}.",
+        f"Input: the {len(videos)} shared fixture videos × {args.repeat} copies = {len(files)} "
+        f"files, {media:.1f} s of media, {dec_segments} segments (audio + visual windows). "
+        f"Model load (both backbones): {t_load:.2f} s, not included below.",
+        "",
+        "| stage | wall s | segments/s | media s per wall s | × decode-only time |",
+        "|---|---:|---:|---:|---:|",
+        f"| decode only (PyAV + resample + frame preprocess) | {dec_t:.2f} | "
+        f"{dec_segments / dec_t:.1f} | {media / dec_t:.1f} | 1.00 |",
+    ]
+    for workers, s in rows:
+        lines.append(
+            f"| `embed` (decode + encode + write), {workers} decode thread(s) | {s.seconds:.2f} | "
+            f"{s.segments / s.seconds:.1f} | {s.media_seconds / s.seconds:.1f} | "
+            f"{s.seconds / dec_t:.2f} |"
+        )
+    lines.append(
+        f"| `embed` again, nothing changed ({s_again.unchanged} unchanged) | "
+        f"{s_again.seconds:.2f} | – | – | {s_again.seconds / dec_t:.2f} |"
+    )
+    lines += [
+        "",
+        "| query | cold CLI process (median of 3) | warm library call (median of 20) |",
+        "|---|---:|---:|",
+        f"| audio clip `dog.ogg` → visual | {cold[0]:.2f} s | {warm[0] * 1000:.0f} ms |",
+        f"| photo `sklearn_flower.jpg` → audio | {cold[1]:.2f} s | {warm[1] * 1000:.0f} ms |",
+        "",
+        "Cold = a new `avsearch query --json` process (Python start-up, imports, model load, "
+        "FAISS load, encode, search). Warm = `run_query` with the model and index already open.",
+    ]
+    doc = write_section("embed_throughput", "\n".join(lines))
+    print("\n".join(lines))
+    print(f"\nwritten to {doc}")
+
+
+if __name__ == "__main__":
+    main()
