@@ -13,8 +13,14 @@ STAMP = ModelStamp("m1", "f" * 64, 4)
 def _add(store: IndexStore, path: str, value: float) -> None:
     v = np.zeros(4, np.float32)
     v[int(value) % 4] = 1.0
-    store.manifest.put_file(path=path, kind="audio", size=1, mtime_ns=1, digest=path,
-                            segments=[NewSegment("audio", 0, 0.0, 1.0, v)])
+    store.manifest.put_file(
+        path=path,
+        kind="audio",
+        size=1,
+        mtime_ns=1,
+        digest=path,
+        segments=[NewSegment("audio", 0, 0.0, 1.0, v)],
+    )
 
 
 def test_missing_index_is_exit_code_3(tmp_path: Path) -> None:

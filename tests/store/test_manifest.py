@@ -27,8 +27,14 @@ def test_schema_is_versioned(manifest: Manifest) -> None:
 
 def test_put_move_remove_and_generation(manifest: Manifest) -> None:
     g0 = manifest.generation
-    fid = manifest.put_file(path="/a/x.mp4", kind="video", size=1, mtime_ns=2, digest="h",
-                            segments=[_seg("audio", 0, 1.0), _seg("visual", 0, 2.0)])
+    fid = manifest.put_file(
+        path="/a/x.mp4",
+        kind="video",
+        size=1,
+        mtime_ns=2,
+        digest="h",
+        segments=[_seg("audio", 0, 1.0), _seg("visual", 0, 2.0)],
+    )
     assert manifest.generation == g0 + 1
     ids, vecs = manifest.vectors("visual", 4)
     assert len(ids) == 1 and vecs[0, 0] == 2.0
@@ -42,11 +48,24 @@ def test_put_move_remove_and_generation(manifest: Manifest) -> None:
 
 
 def test_replacing_a_file_never_reuses_segment_ids(manifest: Manifest) -> None:
-    fid = manifest.put_file(path="/x.wav", kind="audio", size=1, mtime_ns=1, digest="a",
-                            segments=[_seg("audio", 0, 1.0)])
+    fid = manifest.put_file(
+        path="/x.wav",
+        kind="audio",
+        size=1,
+        mtime_ns=1,
+        digest="a",
+        segments=[_seg("audio", 0, 1.0)],
+    )
     first = manifest.vectors("audio", 4)[0].tolist()
-    manifest.put_file(path="/x.wav", kind="audio", size=2, mtime_ns=2, digest="b",
-                      segments=[_seg("audio", 0, 3.0)], replace_id=fid)
+    manifest.put_file(
+        path="/x.wav",
+        kind="audio",
+        size=2,
+        mtime_ns=2,
+        digest="b",
+        segments=[_seg("audio", 0, 3.0)],
+        replace_id=fid,
+    )
     second = manifest.vectors("audio", 4)[0].tolist()
     assert second[0] > first[0]
     assert manifest.file_count() == 1
@@ -60,7 +79,13 @@ def test_files_under_matches_folder_prefix_only(manifest: Manifest) -> None:
 
 def test_a_failed_transaction_leaves_nothing(manifest: Manifest) -> None:
     with pytest.raises(RuntimeError), manifest.transaction():
-        manifest.put_file(path="/y.wav", kind="audio", size=1, mtime_ns=1, digest="y",
-                          segments=[_seg("audio", 0, 1.0)])
+        manifest.put_file(
+            path="/y.wav",
+            kind="audio",
+            size=1,
+            mtime_ns=1,
+            digest="y",
+            segments=[_seg("audio", 0, 1.0)],
+        )
         raise RuntimeError("crash in the middle")
     assert manifest.file_count() == 0 and manifest.segment_count() == 0
