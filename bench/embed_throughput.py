@@ -119,7 +119,7 @@ def main() -> None:
         )
     lines.append(
         f"| `embed` again, nothing changed ({s_again.unchanged} unchanged) | "
-        f"{s_again.seconds:.2f} | – | – | {s_again.seconds / dec_t:.2f} |"
+        f"{s_again.seconds:.3f} | – | – | {s_again.seconds / dec_t:.3f} |"
     )
     lines += [
         "",
