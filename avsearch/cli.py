@@ -11,7 +11,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -308,6 +308,97 @@ def index_stats(ctx: typer.Context) -> None:
     out = Console(soft_wrap=True)
     for key, value in stats.items():
         out.print(f"{key}: {value}")
+
+
+if TYPE_CHECKING:
+    from avsearch.evaluate_index import IndexEvaluation
+
+
+@app.command("eval")
+def eval_index(
+    ctx: typer.Context,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="CSV of path,label rows [each file's parent folder name]."),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw per-class AP and PR curves (PNG).")
+    ] = None,
+    features: Annotated[
+        Path | None, typer.Option("--features", help="HDF5 feature file (with `avsearch train`).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model directory, with --features.")
+    ] = None,
+) -> None:
+    """Cross-modal MAP of the index: every segment of one modality ranked against the other."""
+    from avsearch.errors import UsageError
+    from avsearch.evaluate_index import evaluate_index
+
+    st = _state(ctx)
+    try:
+        if features is not None or model is not None:
+            raise UsageError(
+                "--features/--model: evaluating a feature file comes with `avsearch train`, "
+                "which is not available yet",
+                hint="evaluate the index instead: `avsearch eval [--labels CSV]`",
+            )
+        evaluation = evaluate_index(st.index, labels)
+        if plot is not None:
+            from avsearch.plot import plot_report
+
+            plot_report(evaluation, plot)
+    except AvsearchError as exc:
+        raise _fail(exc, st.json) from exc
+    if evaluation.n_csv_rows_not_in_index and not st.quiet:
+        stderr.print(
+            f"note: {evaluation.n_csv_rows_not_in_index} file(s) named in {labels} are not in "
+            "the index",
+            highlight=False,
+        )
+    if st.json:
+        data = evaluation.to_json()
+        if plot is not None:
+            data["plot"] = str(plot)
+        _emit_json(data)
+        return
+    _print_evaluation(evaluation, plot)
+
+
+def _print_evaluation(evaluation: IndexEvaluation, plot: Path | None) -> None:
+    r = evaluation.report
+    table = Table(title="cross-modal retrieval", title_justify="left")
+    for col in ("metric", "audio → visual", "visual → audio", "mean"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    table.add_row("MAP", f"{r.a2v_map:.4f}", f"{r.v2a_map:.4f}", f"{r.map:.4f}")
+    table.add_row(
+        "MAP@R",
+        f"{r.a2v_map_at_r:.4f}",
+        f"{r.v2a_map_at_r:.4f}",
+        f"{(r.a2v_map_at_r + r.v2a_map_at_r) / 2:.4f}",
+    )
+    for k in r.recall_at["a2v"]:
+        a2v, v2a = r.recall_at["a2v"][k], r.recall_at["v2a"][k]
+        table.add_row(f"R@{k}", f"{a2v:.4f}", f"{v2a:.4f}", f"{(a2v + v2a) / 2:.4f}")
+    out = Console()
+    out.print(table)
+    source = "parent folder names" if evaluation.labels_csv is None else str(evaluation.labels_csv)
+    n_classes = len(set(r.per_class["a2v"]) | set(r.per_class["v2a"]))
+    out.print(
+        f"audio: {r.n_audio} segments ({evaluation.n_unlabeled_audio} unlabeled, left out); "
+        f"visual: {r.n_visual} segments ({evaluation.n_unlabeled_visual} unlabeled, left out)",
+        highlight=False,
+    )
+    skipped = r.n_skipped_queries
+    if skipped["a2v"] or skipped["v2a"]:
+        out.print(
+            f"queries without any relevant item (not in the means): {skipped['a2v']} audio, "
+            f"{skipped['v2a']} visual",
+            highlight=False,
+        )
+    out.print(f"labels: {source}; {n_classes} classes", highlight=False)
+    if plot is not None:
+        out.print(f"plot: {plot}", highlight=False)
 
 
 @app.command()

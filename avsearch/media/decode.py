@@ -97,13 +97,17 @@ def _soundfile_chunks(path: Path, rate: int, block: int = 1 << 16) -> Iterator[n
             yield _frames_to_mono(resampler.resample(None))
 
 
-def _pyav_audio_chunks(path: Path, rate: int) -> Iterator[np.ndarray]:
-    """Decode the first audio stream, skipping damaged packets (counted, logged)."""
+def _open(path: Path) -> av.container.InputContainer:
+    """Open a media container, or raise MediaError naming the file and the reason."""
     try:
-        container = av.open(str(path))
+        return av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
         raise MediaError(path, f"cannot open: {exc}") from exc
-    with container:
+
+
+def _pyav_audio_chunks(path: Path, rate: int) -> Iterator[np.ndarray]:
+    """Decode the first audio stream, skipping damaged packets (counted, logged)."""
+    with _open(path) as container:
         if not container.streams.audio:
             return
         stream = container.streams.audio[0]
@@ -195,11 +199,8 @@ def audio_pieces(path: Path, spec: WindowSpec) -> Iterator[Piece]:
 
 
 def has_audio_stream(path: Path) -> bool:
-    try:
-        with av.open(str(path)) as container:
-            return bool(container.streams.audio)
-    except (av.error.FFmpegError, OSError) as exc:
-        raise MediaError(path, f"cannot open: {exc}") from exc
+    with _open(path) as container:
+        return bool(container.streams.audio)
 
 
 def _frame_time(frame: av.VideoFrame, offset: float, count: int, rate: float) -> float:
@@ -212,11 +213,7 @@ def video_pieces(path: Path, spec: WindowSpec, image_size: int = 224) -> Iterato
     """For each window, the decoded frame nearest its centre, as a preprocessed RGB array."""
     from avsearch.encoders.efficientnet import preprocess_image
 
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise MediaError(path, f"cannot open: {exc}") from exc
-    with container:
+    with _open(path) as container:
         if not container.streams.video:
             return
         stream = container.streams.video[0]
