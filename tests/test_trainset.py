@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avsearch.encoders.backbones import Backbones
+from avsearch.errors import UsageError
+from avsearch.media.decode import WindowSpec
+from avsearch.trainset import build_pairs, extract_features
+from tests.mediagen import write_mp4, write_png, write_truncated, write_wav
+
+pytestmark = pytest.mark.slow
+SPEC = WindowSpec(44100, 44100)  # 1 s windows keep the test small
+
+
+def _parent(path: Path) -> str | None:
+    return None if path.parent.name == "unsorted" else path.parent.name
+
+
+def test_features_are_cached_and_pairs_built(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    write_mp4(media / "red" / "v.mp4", seconds=3.0)
+    write_wav(media / "red" / "s.wav", seconds=2.0)
+    write_wav(media / "blue" / "s.wav", freq=900, seconds=1.0)
+    write_png(media / "blue" / "a.png", (20, 20, 200))
+    write_png(media / "blue" / "b.png", (30, 30, 190))
+    write_wav(media / "unsorted" / "x.wav", seconds=1.0)
+    write_truncated(media / "red" / "v.mp4", media / "red" / "broken.mp4", keep=0.2)
+    backbones = Backbones()
+    files, stats = extract_features([media], tmp_path / "cache", backbones, SPEC, _parent)
+    assert stats.decoded == 6 and len(stats.failures) == 1
+    again, stats2 = extract_features([media], tmp_path / "cache", backbones, SPEC, _parent)
+    assert stats2.decoded == 0 and stats2.from_cache == 6
+    for a, b in zip(files, again, strict=True):
+        assert all(
+            np.array_equal(x.vector, y.vector) for x, y in zip(a.windows, b.windows, strict=True)
+        )
+    pairs = build_pairs(files, seed=0)
+    assert pairs.class_names == ["blue", "red"]
+    assert pairs.video_pairs == 3  # 3 one-second windows of the red video
+    assert pairs.label_pairs == 1  # the blue sound with a blue picture; red has no loose image
+    assert pairs.unpaired == 2 + 1  # red's 2 loose audio windows + the unlabelled sound
+    assert pairs.audio.shape == (4, 512) and pairs.visual.shape == (4, 1280)
+
+
+def test_no_labels_is_a_usage_error(tmp_path: Path) -> None:
+    write_wav(tmp_path / "unsorted" / "x.wav", seconds=1.0)
+    files, _ = extract_features([tmp_path], tmp_path / "cache", Backbones(), SPEC, _parent)
+    with pytest.raises(UsageError, match="no labelled media"):
+        build_pairs(files)
