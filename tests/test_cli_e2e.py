@@ -210,3 +210,13 @@ def test_shared_fixtures_and_farm(index_env: Path) -> None:
     code, out, _ = cli("--json", "query", str(fixtures / "photos" / "sklearn_china.jpg"))
     assert code == 0 and out["target"] == "audio" and out["results"]
     assert all(r["start"] is not None and r["end"] > r["start"] for r in out["results"])
+
+
+def test_doctor_and_models(index_env: Path) -> None:
+    code, out, _ = cli("--json", "doctor")
+    assert code == 0 and out["ok"]
+    names = {c["name"]: c for c in out["checks"]}
+    assert names["codecs"]["ok"] and names["default model and backbone weights"]["ok"]
+    assert not names["index"]["ok"] and not names["index"]["required"]  # no index yet: a warning
+    code, out, _ = cli("--json", "models")
+    assert {b["name"] for b in out["backbones"]} == {"aisfx", "efficientnet-lite0"}
