@@ -138,6 +138,7 @@ class AisfxBackbone(nn.Module):
     sample_rate = SAMPLE_RATE
     window_samples = WINDOW_SAMPLES
     block_frames = BLOCK_FRAMES
+    finetuning: bool = False  # set by avsearch.encoders.finetune.unfreeze
 
     def __init__(self, net: AisfxNet | None = None, weights: Path | None = None) -> None:
         super().__init__()
@@ -150,6 +151,18 @@ class AisfxBackbone(nn.Module):
         self.frontend = LogMelFrontend()
         self.net = net
         self.eval()
+
+    def train(self, mode: bool = True) -> AisfxBackbone:
+        """Plain ``nn.Module.train``, except while fine-tuning: once
+        :func:`avsearch.encoders.finetune.unfreeze` has marked the backbone ``finetuning``,
+        train mode reaches only its unfrozen blocks (see
+        :func:`avsearch.encoders.finetune.set_train_mode`)."""
+        if self.finetuning:
+            from avsearch.encoders.finetune import set_train_mode
+
+            set_train_mode(self, mode)
+            return self
+        return super().train(mode)
 
     def _pad(self, waves: torch.Tensor) -> torch.Tensor:
         short = self.window_samples - waves.shape[1]

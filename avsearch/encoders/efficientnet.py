@@ -357,6 +357,7 @@ class EfficientNetLite0Backbone(nn.Module):
     modality = "visual"
     dim = FEATURE_DIM
     image_size = IMAGE_SIZE
+    finetuning: bool = False  # set by avsearch.encoders.finetune.unfreeze
 
     def __init__(self, net: EfficientNetLite0 | None = None, weights: Path | None = None) -> None:
         super().__init__()
@@ -371,7 +372,17 @@ class EfficientNetLite0Backbone(nn.Module):
             p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> EfficientNetLite0Backbone:
-        """The backbone is frozen: it always stays in eval mode (BatchNorm uses running stats)."""
+        """Frozen (the default): always eval mode, BatchNorm uses its running statistics.
+
+        Once :func:`avsearch.encoders.finetune.unfreeze` has marked the backbone
+        ``finetuning``, train mode reaches only its unfrozen blocks (see
+        :func:`avsearch.encoders.finetune.set_train_mode`).
+        """
+        if self.finetuning:
+            from avsearch.encoders.finetune import set_train_mode
+
+            set_train_mode(self, mode)
+            return self
         super().train(False)
         return self
 
