@@ -24,6 +24,7 @@ from avsearch.errors import AvsearchError
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     help="Cross-modal audio-visual search: a sound finds pictures and moments, a picture finds "
     "sounds.",
@@ -310,6 +311,175 @@ def index_stats(ctx: typer.Context) -> None:
         out.print(f"{key}: {value}")
 
 
+# ------------------------------------------------------------------------------------ train
+@app.command("train")
+def train_cmd(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Media folders (media mode).", show_default=False)
+    ] = None,
+    labeled_ratio: Annotated[
+        float, typer.Option("--labeled-ratio", help="Share of pairs whose labels are kept.")
+    ] = 1.0,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="CSV path,label [parent folder names].")
+    ] = None,
+    features: Annotated[
+        Path | None, typer.Option("--features", help="HDF5 feature file (feature mode).")
+    ] = None,
+    method: Annotated[str, typer.Option(help="psd | triplet | supervised.")] = "psd",
+    epochs: Annotated[int | None, typer.Option(help="Epochs [30].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size [128].")] = None,
+    dim: Annotated[int | None, typer.Option(help="Embedding dimension [128].")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of label hiding, pairing and training.")] = 0,
+    out: Annotated[Path, typer.Option(help="Model directory to write.")] = Path("avsearch-model"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    no_soft: Annotated[bool, typer.Option("--no-soft", help="Ablate soft triplets.")] = False,
+    no_distill: Annotated[bool, typer.Option("--no-distill", help="Ablate the KL.")] = False,
+    no_dis: Annotated[bool, typer.Option("--no-dis", help="Ablate l_dis.")] = False,
+    no_progressive: Annotated[
+        bool, typer.Option("--no-progressive", help="Constant labeled share.")
+    ] = False,
+    dis_mode: Annotated[
+        str | None, typer.Option(help="decorrelation | paired [decorrelation].")
+    ] = None,
+    teacher: Annotated[str | None, typer.Option(help="ema | snapshot [ema].")] = None,
+) -> None:
+    """Train projection heads: cross-modal triplet + progressive self-distillation."""
+    from avsearch.errors import UsageError
+    from avsearch.train import for_method
+    from avsearch.train_run import run_train_features, run_train_media
+
+    st = _state(ctx)
+    overrides: dict[str, Any] = {"labeled_ratio": labeled_ratio, "seed": seed}
+    for key, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("dim", dim),
+        ("dis_mode", dis_mode),
+        ("teacher", teacher),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if method == "psd":
+        overrides.update(
+            {
+                k: False
+                for k, off in (
+                    ("use_cross_soft", no_soft),
+                    ("use_distill", no_distill),
+                    ("use_dis", no_dis),
+                    ("progressive", no_progressive),
+                )
+                if off
+            }
+        )
+    try:
+        if not paths and features is None:
+            raise UsageError("give media folders or --features FILE.h5")
+        if paths and features is not None:
+            raise UsageError("give media folders or --features, not both")
+        cfg = for_method(method, **overrides)
+        with _TrainProgress(enabled=not st.quiet, epochs=cfg.epochs) as progress:
+            if features is not None:
+                summary = run_train_features(
+                    features, out, cfg, resume=resume, epoch_progress=progress.epoch
+                )
+            else:
+                summary = run_train_media(
+                    list(paths or []),
+                    st.index,
+                    out,
+                    cfg,
+                    labels_csv=labels,
+                    resume=resume,
+                    file_progress=progress.file,
+                    epoch_progress=progress.epoch,
+                )
+    except AvsearchError as exc:
+        raise _fail(exc, st.json) from exc
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/]: continue with the same command and --resume")
+        raise typer.Exit(130) from None
+    if st.json:
+        _emit_json(summary.to_json())
+        return
+    con = Console(soft_wrap=True)
+    con.print(
+        f"model: {summary.out_dir} ({summary.method}, labeled ratio "
+        f"{summary.labeled_ratio}; {summary.labeled_pairs} of {summary.pairs} pairs "
+        f"labeled; {len(summary.classes)} classes)",
+        highlight=False,
+    )
+    best = "n/a" if summary.best_val_map is None else f"{summary.best_val_map:.4f}"
+    con.print(
+        f"epochs: {summary.epochs_run} ({summary.seconds_per_epoch:.2f} s each), best "
+        f"validation MAP {best} at epoch {summary.best_epoch}"
+        + (" (stopped early)" if summary.stopped_early else ""),
+        highlight=False,
+    )
+    if summary.media:
+        m = summary.media
+        con.print(
+            f"media: {m['files']} files ({m['decoded']} decoded, {m['from_cache']} from "
+            f"the feature cache, {len(m['failed'])} failed); {m['video_pairs']} video "
+            f"pairs, {m['label_pairs']} within-label pairs",
+            highlight=False,
+        )
+    if summary.test:
+        con.print(
+            f"test MAP a→v {summary.test['a2v_map']:.4f}  v→a "
+            f"{summary.test['v2a_map']:.4f}  mean {summary.test['map']:.4f}"
+        )
+    con.print(f"use it: avsearch embed PATH --model {summary.out_dir}", highlight=False)
+
+
+class _TrainProgress:
+    def __init__(self, enabled: bool, epochs: int) -> None:
+        self.enabled = enabled and stderr.is_terminal
+        self.epochs = epochs
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[stage]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=stderr,
+            transient=True,
+        )
+        self.files: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> _TrainProgress:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def file(self, event: str, data: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if event == "discovered":
+            self.files = self.progress.add_task("", total=data["files"], stage="features")
+        elif event == "file" and self.files is not None:
+            self.progress.update(self.files, advance=1, description=Path(data["path"]).name)
+
+    def epoch(self, record: Any) -> None:
+        if not self.enabled:
+            return
+        if self.task is None:
+            self.task = self.progress.add_task("", total=self.epochs, stage="train")
+        val = "" if not record.val else f"val MAP {record.val.get('map', 0):.3f}"
+        self.progress.update(
+            self.task,
+            completed=record.epoch + 1,
+            description=f"loss {record.losses.get('total', 0):.3f} {val}",
+        )
+
+
 if TYPE_CHECKING:
     from avsearch.evaluate_index import IndexEvaluation
 
@@ -337,12 +507,25 @@ def eval_index(
 
     st = _state(ctx)
     try:
-        if features is not None or model is not None:
+        if (features is None) != (model is None):
             raise UsageError(
-                "--features/--model: evaluating a feature file comes with `avsearch train`, "
-                "which is not available yet",
-                hint="evaluate the index instead: `avsearch eval [--labels CSV]`",
+                "--features and --model go together",
+                hint="avsearch eval --features FILE.h5 --model DIR",
             )
+        if features is not None and model is not None:
+            from avsearch.train_run import evaluate_feature_file
+
+            report = evaluate_feature_file(features, model)
+            if st.json:
+                _emit_json(report.to_json())
+            else:
+                Console().print(
+                    f"MAP a→v {report.a2v_map:.4f}  v→a {report.v2a_map:.4f}  "
+                    f"mean {report.map:.4f}  (test split of {features}; "
+                    f"{report.n_audio} audio, {report.n_visual} visual)",
+                    highlight=False,
+                )
+            return
         evaluation = evaluate_index(st.index, labels)
         if plot is not None:
             from avsearch.plot import plot_report
