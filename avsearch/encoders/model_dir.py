@@ -10,7 +10,7 @@ files, is stored in every index built with it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +184,14 @@ def load_heads(model_dir: Path, config: ModelConfig) -> tuple[ProjectionHead, Pr
         head.eval()
         heads.append(head)
     return heads[0], heads[1]
+
+
+def update_training_info(model_dir: Path, extra: dict[str, Any]) -> str:
+    """Merge ``extra`` into the config's ``training`` section (atomically); new fingerprint."""
+    config = load_config(model_dir)
+    updated = replace(config, training={**config.training, **extra})
+    text = yaml.safe_dump(updated.to_dict(), sort_keys=False, allow_unicode=True)
+    tmp = model_dir / f".{CONFIG}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(model_dir / CONFIG)
+    return fingerprint(model_dir)
