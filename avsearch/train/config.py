@@ -66,6 +66,9 @@ class TrainConfig:
     use_distill: bool = True
     use_dis: bool = True
     progressive: bool = True
+    # data: re-draw the visual partner of each labeled pair among the labeled items of its class
+    # every epoch (pairs formed within a class carry no more than the class; see docs/method.md)
+    repair_labeled: bool = True
     # miners
     miner: str = "semihard"
     soft_miner: str = "hard"

@@ -234,6 +234,7 @@ class _Run:
         self.best_state: dict[str, Tensor] | None = None
         self.best_epoch, self.best_map, self.bad_epochs = -1, None, 0
         self.stopped, self.finished = False, False
+        self.partner = np.arange(len(features))
 
     # -------------------------------------------------------------------------- driver
     def run(self, resume: bool, progress: ProgressCallback | None) -> TrainResult:
@@ -268,6 +269,7 @@ class _Run:
         self.nets.train()
         sums: dict[str, float] = {}
         batches = self._batches(rng)
+        self.partner = self._partners(rng)
         for batch in batches:
             for key, value in self._step(batch, share, w_soft).items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -299,11 +301,24 @@ class _Run:
             min_labeled_share=cfg.min_labeled_batch_share,
         )
 
+    def _partners(self, rng: np.random.Generator) -> np.ndarray:
+        """Visual row of each pair this epoch: its own, or (``repair_labeled``) a labeled item
+        of the same class drawn afresh, so labeled audio meets many images of its class."""
+        partner = np.arange(len(self.features))
+        if not self.cfg.repair_labeled:
+            return partner
+        codes = self.codes.numpy()
+        for c in range(len(self.classes)):
+            members = self.labeled[codes[self.labeled] == c]
+            partner[members] = rng.choice(members, size=len(members), replace=True)
+        return partner
+
     # -------------------------------------------------------------------------- one step
     def _step(self, batch: np.ndarray, share: float, w_soft: float) -> dict[str, float]:
         idx = torch.from_numpy(batch)
+        v_idx = torch.from_numpy(self.partner[batch])
         loss = self.objective(
-            self.nets, self.teacher, self.a[idx], self.v[idx], self.codes[idx], share, w_soft
+            self.nets, self.teacher, self.a[idx], self.v[v_idx], self.codes[idx], share, w_soft
         )
         if loss.total.requires_grad:
             self.opt.zero_grad(set_to_none=True)

@@ -226,3 +226,30 @@ def test_model_dir_with_registered_backbones_loads_as_avmodel(tmp_path: Path) ->
     assert model.config.training["script"] == "test"
     out = model.project("visual", data.visual[:3])
     assert np.allclose(out, result.visual_head(torch.from_numpy(data.visual[:3])).detach().numpy())
+
+
+def test_repair_labeled_redraws_partners_within_class_only() -> None:
+    import tempfile
+
+    import numpy as np
+
+    from avsearch.train import FeatureSet, for_method
+    from avsearch.train.export import check_template
+    from avsearch.train.loop import _Run
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    fs = FeatureSet(
+        rng.normal(size=(60, 8)).astype(np.float32),
+        rng.normal(size=(60, 6)).astype(np.float32),
+        labels,
+    )
+    mask = np.arange(60) < 30  # first half labeled
+    for repair in (True, False):
+        cfg = for_method("psd", epochs=1, repair_labeled=repair, val_fraction=0.0)
+        run = _Run(fs, mask, None, cfg, Path(tempfile.mkdtemp()), check_template(None, fs, cfg), {})
+        partner = run._partners(np.random.default_rng(1))
+        assert np.array_equal(partner[30:], np.arange(30, 60))  # unlabeled keep their own
+        assert np.array_equal(labels[partner], labels)  # same class always
+        assert np.all(mask[partner[:30]])  # labeled pairs draw from labeled pairs only
+        assert (not np.array_equal(partner[:30], np.arange(30))) == repair
