@@ -80,7 +80,7 @@ class TrainConfig:
     # progressive schedule (epochs are 0-based)
     warmup_epochs: int = 5
     ramp_epochs: int = 10
-    labeled_floor: float = 0.5
+    labeled_floor: float = 0.8  # 0.5 hid too many of few labels: 0.639 vs 0.701 MAP at r=0.05
     min_labeled_batch_share: float = 0.5
     # data, reproducibility, early stopping
     seed: int = 0
