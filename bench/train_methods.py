@@ -173,6 +173,50 @@ def summarise(runs: list[dict[str, Any]], ratios, methods) -> dict[tuple[float, 
     return out
 
 
+def targets_line(s: dict[tuple[float, str], dict]) -> str:
+    if not ((0.1, FULL) in s and (0.1, BASE) in s and (1.0, FULL) in s):
+        return "Targets: not evaluated (ratios 0.1 and 1.0 with triplet and psd are needed)."
+    full01 = float(np.mean(s[(0.1, FULL)]["map"]))
+    base01 = float(np.mean(s[(0.1, BASE)]["map"]))
+    full10 = float(np.mean(s[(1.0, FULL)]["map"]))
+    gain, share = 100 * (full01 - base01), full01 / full10
+    return (
+        f"**Targets at ratio 0.1.** (1) psd − triplet = {gain:+.1f} MAP points "
+        f"({full01:.3f} vs {base01:.3f}; target ≥ +2): **{'met' if gain >= 2 else 'not met'}**. "
+        f"(2) psd@0.1 / psd@1.0 = {full01:.3f} / {full10:.3f} = {share:.1%} (target ≥ 90%): "
+        f"**{'met' if share >= 0.9 else 'not met'}**."
+    )
+
+
+def compare_table(path: Path) -> str:
+    """A compact table (MAP mean ± std, epochs run) of another run's JSON, e.g. with --set."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    runs = raw["runs"]
+    ratios = sorted({x["ratio"] for x in runs})
+    methods = [m for m in METHODS if any(x["method"] == m for x in runs)]
+    s = summarise(runs, ratios, methods)
+    lines = [
+        f"**Variant `{json.dumps(raw.get('overrides', {}))}`** for every method "
+        f"(`{' '.join(['python bench/train_methods.py', *raw['argv'][1:]])}`, "
+        f"{raw.get('code', '?')}; total {raw['total_s'] / 60:.1f} min). MAP mean (a→v and v→a "
+        "averaged) ± std over seeds, epochs run in brackets:",
+        "",
+        "| ratio | " + " | ".join(methods) + " |",
+        "|---:|" + "---:|" * len(methods),
+    ]
+    for r in ratios:
+        cells = []
+        for m in methods:
+            if (r, m) not in s:
+                cells.append("–")
+                continue
+            ep = s[(r, m)]["epochs_run"]
+            ep_s = f"{min(ep)}" if min(ep) == max(ep) else f"{min(ep)}–{max(ep)}"
+            cells.append(f"{pm(s[(r, m)]['map'])} ({ep_s})")
+        lines.append(f"| {r:g} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", targets_line(s)])
+
+
 def markdown(
     runs: list[dict[str, Any]],
     command: str,
@@ -221,21 +265,7 @@ def markdown(
                 f"| {r:g} | {name} | {pm(v['a2v_map'])} | {pm(v['v2a_map'])} | "
                 f"{pm(v['map'])} | {ep_s} | {np.mean(v['sec_per_epoch']):.2f} |"
             )
-    lines.append("")
-    if (0.1, FULL) in s and (0.1, BASE) in s and (1.0, FULL) in s:
-        full01 = np.mean(s[(0.1, FULL)]["map"])
-        base01 = np.mean(s[(0.1, BASE)]["map"])
-        full10 = np.mean(s[(1.0, FULL)]["map"])
-        gain = 100 * (full01 - base01)
-        share = full01 / full10
-        ok1, ok2 = gain >= 2.0, share >= 0.9
-        lines.append(
-            f"**Targets at ratio 0.1.** (1) psd − triplet = {gain:+.1f} MAP points "
-            f"({full01:.3f} vs {base01:.3f}; target ≥ +2): **{'met' if ok1 else 'not met'}**. "
-            f"(2) psd@0.1 / psd@1.0 = {full01:.3f} / {full10:.3f} = {share:.1%} (target ≥ 90%): "
-            f"**{'met' if ok2 else 'not met'}**."
-        )
-        lines.append("")
+    lines += ["", targets_line(s), ""]
     per_run = all(x["peak_rss_is_per_run"] for x in runs)
     mem = []
     for m in methods:
@@ -280,7 +310,14 @@ def main() -> None:
     )
     ap.add_argument("--json", type=Path, default=OUT / "train_methods.json")
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
-    ap.add_argument("--note", default="", help="a paragraph appended to the section")
+    ap.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="JSON results of other runs (e.g. with --set) summarised after the main table",
+    )
+    ap.add_argument("--note-file", type=Path, help="markdown appended to the section (prose)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     overrides = parse_overrides(args.set)
@@ -319,10 +356,16 @@ def main() -> None:
         ),
         encoding="utf-8",
     )
-    command = "python " + " ".join(["bench/train_methods.py", *sys.argv[1:]])
+    argv = sys.argv[1:]
+    if "--note-file" in argv:  # prose, not part of the measurement
+        i = argv.index("--note-file")
+        argv = argv[:i] + argv[i + 2 :]
+    command = " ".join(["python bench/train_methods.py", *argv])
     md = markdown(runs, command, total_s, code, overrides)
-    if args.note:
-        md += "\n\n" + args.note
+    for path in args.compare:
+        md += "\n\n" + compare_table(path)
+    if args.note_file:
+        md += "\n\n" + args.note_file.read_text(encoding="utf-8").strip()
     print(md)
     if not args.no_write:
         print(f"wrote {write_section('train_methods', md)}")

@@ -67,7 +67,7 @@ def test_eval_errors_map_to_exit_codes(index_env: Path, tmp_path: Path) -> None:
     build_index(index_env, tmp_path / "media")
     result = runner.invoke(app, ["eval", "--features", "x.h5", "--model", "m"])
     assert result.exit_code == 2
-    assert "avsearch train" in result.stderr
+    assert "x.h5" in result.stderr and "no such file" in result.stderr
 
     bad = tmp_path / "bad.csv"
     bad.write_text("a.wav,cat,extra\n", encoding="utf-8")
