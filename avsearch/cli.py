@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from avsearch import config as cfgmod
+from avsearch.cli_progress import EmbedProgress, TrainProgress
 from avsearch.errors import AvsearchError
 
 app = typer.Typer(
@@ -120,7 +120,7 @@ def embed(
                 "rebuild": rebuild,
             },
         )
-        with _EmbedProgress(enabled=not st.quiet) as progress:
+        with EmbedProgress(stderr, enabled=not st.quiet) as progress:
             summary = run_embed(paths, st.index, cfg, progress=progress.update)
     except AvsearchError as exc:
         raise _fail(exc, st.json) from exc
@@ -135,40 +135,6 @@ def embed(
         _print_embed_summary(summary)
     if summary.failures:
         raise typer.Exit(EXIT_PARTIAL)
-
-
-class _EmbedProgress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and stderr.is_terminal
-        self.progress = Progress(
-            TextColumn("[bold]embed"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=stderr,
-            transient=True,
-        )
-        self.task: Any = None
-
-    def __enter__(self) -> _EmbedProgress:
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.progress.stop()
-
-    def update(self, event: str, data: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if event == "plan":
-            self.task = self.progress.add_task("", total=data["jobs"])
-        elif event == "file" and self.task is not None:
-            self.progress.update(self.task, advance=1, description=Path(data["path"]).name[-40:])
-        elif event == "finalising" and self.task is not None:
-            self.progress.update(self.task, description="writing vector indexes")
 
 
 def _print_embed_summary(s: Any) -> None:
@@ -380,7 +346,7 @@ def train_cmd(
         if paths and features is not None:
             raise UsageError("give media folders or --features, not both")
         cfg = for_method(method, **overrides)
-        with _TrainProgress(enabled=not st.quiet, epochs=cfg.epochs) as progress:
+        with TrainProgress(stderr, enabled=not st.quiet, epochs=cfg.epochs) as progress:
             if features is not None:
                 summary = run_train_features(
                     features, out, cfg, resume=resume, epoch_progress=progress.epoch
@@ -432,52 +398,6 @@ def train_cmd(
             f"{summary.test['v2a_map']:.4f}  mean {summary.test['map']:.4f}"
         )
     con.print(f"use it: avsearch embed PATH --model {summary.out_dir}", highlight=False)
-
-
-class _TrainProgress:
-    def __init__(self, enabled: bool, epochs: int) -> None:
-        self.enabled = enabled and stderr.is_terminal
-        self.epochs = epochs
-        self.progress = Progress(
-            TextColumn("[bold]{task.fields[stage]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=stderr,
-            transient=True,
-        )
-        self.files: Any = None
-        self.task: Any = None
-
-    def __enter__(self) -> _TrainProgress:
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.progress.stop()
-
-    def file(self, event: str, data: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if event == "discovered":
-            self.files = self.progress.add_task("", total=data["files"], stage="features")
-        elif event == "file" and self.files is not None:
-            self.progress.update(self.files, advance=1, description=Path(data["path"]).name)
-
-    def epoch(self, record: Any) -> None:
-        if not self.enabled:
-            return
-        if self.task is None:
-            self.task = self.progress.add_task("", total=self.epochs, stage="train")
-        val = "" if not record.val else f"val MAP {record.val.get('map', 0):.3f}"
-        self.progress.update(
-            self.task,
-            completed=record.epoch + 1,
-            description=f"loss {record.losses.get('total', 0):.3f} {val}",
-        )
 
 
 if TYPE_CHECKING:
