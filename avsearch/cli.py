@@ -294,7 +294,7 @@ def train_cmd(
         Path | None, typer.Option("--features", help="HDF5 feature file (feature mode).")
     ] = None,
     method: Annotated[str, typer.Option(help="psd | triplet | supervised.")] = "psd",
-    epochs: Annotated[int | None, typer.Option(help="Epochs [30].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs [50].")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size [128].")] = None,
     dim: Annotated[int | None, typer.Option(help="Embedding dimension [128].")] = None,
     seed: Annotated[int, typer.Option(help="Seed of label hiding, pairing and training.")] = 0,
