@@ -89,6 +89,18 @@ def _pair(x: Any) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------- audio
 
 
+def _plain_dict(cfg: Any) -> dict[str, Any]:
+    """Plain (YAML-safe) dict of a config dataclass: tuples become lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+def _from_dict(cls: Any, raw: dict[str, Any], what: str) -> Any:
+    unknown = set(raw) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} augmentation keys: {', '.join(sorted(unknown))}")
+    return cls(**raw)
+
+
 @dataclass(frozen=True)
 class AudioAugmentConfig:
     """Waveform augmentation switches and ranges (see the module docstring for the order)."""
@@ -173,16 +185,11 @@ class AudioAugmentConfig:
         return text + (", clip ±1" if self.clip and parts else "")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain (YAML-safe) dict: tuples become lists."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return _plain_dict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AudioAugmentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown audio augmentation keys: {', '.join(sorted(unknown))}")
-        return cls(**raw)
+        return _from_dict(cls, raw, "audio")
 
 
 def _band_mask(n: int, sample_rate: float, lo: float, hi: float, taper: float) -> np.ndarray:
@@ -409,15 +416,11 @@ class VisualAugmentConfig:
         return ", ".join(parts) if parts else "off"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return _plain_dict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> VisualAugmentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown visual augmentation keys: {', '.join(sorted(unknown))}")
-        return cls(**raw)
+        return _from_dict(cls, raw, "visual")
 
 
 def _crop_box(

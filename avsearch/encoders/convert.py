@@ -15,7 +15,6 @@ prefix), ``LICENSE.md`` (CC BY 4.0 attribution) and ``config.yaml``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from avsearch.encoders import audio_frontend as fe
 from avsearch.encoders.aisfx import FEATURE_DIM, AisfxNet
+from avsearch.encoders.model_dir import sha256_file
 from avsearch.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -65,14 +65,6 @@ They were converted from `aisfx/models/checkpoint.pth` of the PyPI package `aisf
 No weight values were changed. The network and its log-mel front-end are re-implemented in
 `avsearch/encoders/aisfx.py` and `avsearch/encoders/audio_frontend.py`.
 """
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _numpy_safe_globals() -> list[Any]:
