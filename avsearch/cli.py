@@ -310,8 +310,42 @@ def train_cmd(
         str | None, typer.Option(help="decorrelation | paired [decorrelation].")
     ] = None,
     teacher: Annotated[str | None, typer.Option(help="ema | snapshot [ema].")] = None,
+    finetune: Annotated[
+        str | None,
+        typer.Option(help="Fine-tune backbones (media mode): none | audio | visual | both [none]."),
+    ] = None,
+    unfreeze_blocks: Annotated[
+        int | None,
+        typer.Option(
+            help="Last N blocks of each fine-tuned backbone (aisfx has 4, EfficientNet-Lite0 "
+            "18) [1]."
+        ),
+    ] = None,
+    bn: Annotated[
+        str | None, typer.Option(help="BatchNorm of the unfrozen blocks: frozen | train [frozen].")
+    ] = None,
+    backbone_lr_scale: Annotated[
+        float | None,
+        typer.Option(help="Backbone learning rate as a multiple of the heads' [0.1]."),
+    ] = None,
+    finetune_epochs: Annotated[
+        int | None,
+        typer.Option(help="Epochs of the second stage, backbone tails + heads [3]."),
+    ] = None,
+    augment: Annotated[
+        bool | None,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Seeded waveform and image augmentation (media mode) [off].",
+        ),
+    ] = None,
+    views: Annotated[
+        int | None,
+        typer.Option(help="Views per item with --augment: as decoded + V-1 augmented [4]."),
+    ] = None,
 ) -> None:
-    """Train projection heads: cross-modal triplet + progressive self-distillation."""
+    """Train projection heads: cross-modal triplet + progressive self-distillation; optionally
+    fine-tune the last blocks of the backbones too (--finetune)."""
     from avsearch.errors import UsageError
     from avsearch.train import for_method
     from avsearch.train_run import run_train_features, run_train_media
@@ -324,6 +358,13 @@ def train_cmd(
         ("dim", dim),
         ("dis_mode", dis_mode),
         ("teacher", teacher),
+        ("finetune", finetune),
+        ("unfreeze_blocks", unfreeze_blocks),
+        ("bn_mode", bn),
+        ("backbone_lr_scale", backbone_lr_scale),
+        ("finetune_epochs", finetune_epochs),
+        ("augment", augment),
+        ("views", views),
     ):
         if value is not None:
             overrides[key] = value
@@ -345,8 +386,13 @@ def train_cmd(
             raise UsageError("give media folders or --features FILE.h5")
         if paths and features is not None:
             raise UsageError("give media folders or --features, not both")
+        if bn is not None and bn not in ("frozen", "train"):
+            raise UsageError(f"--bn must be one of frozen, train, got {bn!r}")
         cfg = for_method(method, **overrides)
-        with TrainProgress(stderr, enabled=not st.quiet, epochs=cfg.epochs) as progress:
+        tails = cfg.finetune_epochs if cfg.finetuned else None
+        with TrainProgress(
+            stderr, enabled=not st.quiet, epochs=cfg.epochs, tail_epochs=tails
+        ) as progress:
             if features is not None:
                 summary = run_train_features(
                     features, out, cfg, resume=resume, epoch_progress=progress.epoch
@@ -392,12 +438,30 @@ def train_cmd(
             f"pairs, {m['label_pairs']} within-label pairs",
             highlight=False,
         )
+    if summary.finetune:
+        con.print(_finetune_line(summary), highlight=False)
     if summary.test:
         con.print(
             f"test MAP a→v {summary.test['a2v_map']:.4f}  v→a "
             f"{summary.test['v2a_map']:.4f}  mean {summary.test['map']:.4f}"
         )
     con.print(f"use it: avsearch embed PATH --model {summary.out_dir}", highlight=False)
+
+
+def _finetune_line(s: Any) -> str:
+    f, m = s.finetune, s.media
+    views = f"{f['views']} view(s) per item" + (" (augmented)" if f["augment"] else "")
+    cache = f"feature cache {m['feature_cache']}; {m['views_decoded']} files decoded again"
+    if not f["modalities"]:
+        return f"augmentation: {views}; {cache}"
+    tuned = " and ".join(f["modalities"]) + (
+        " backbones" if len(f["modalities"]) > 1 else " backbone"
+    )
+    return (
+        f"fine-tuning: {tuned}, last {f['unfreeze_blocks']} block(s), BatchNorm "
+        f"{f['bn_mode']}; heads {f['heads_epochs']} epochs, then tails + heads "
+        f"{f['tails_epochs']} (the epochs above); {views}; {cache}"
+    )
 
 
 if TYPE_CHECKING:

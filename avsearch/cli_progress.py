@@ -49,18 +49,29 @@ class EmbedProgress(StderrProgress):
 
 
 class TrainProgress(StderrProgress):
+    """Bars for feature extraction, the views pass (``discovered`` with ``stage: views``),
+    and training; with ``tail_epochs`` (fine-tuning) the heads stage and the tails stage get
+    a bar each (a stage starts over at epoch 0)."""
+
     files: Any = None
     task: Any = None
 
-    def __init__(self, console: Console, enabled: bool, epochs: int) -> None:
+    def __init__(
+        self, console: Console, enabled: bool, epochs: int, tail_epochs: int | None = None
+    ) -> None:
         super().__init__(console, enabled)
         self.epochs = epochs
+        self.tail_epochs = tail_epochs
+        self.last_epoch = -1
 
     def file(self, event: str, data: dict[str, Any]) -> None:
         if not self.enabled:
             return
         if event == "discovered":
-            self.files = self.progress.add_task("", total=data["files"], stage="features")
+            if self.files is not None:
+                self.progress.update(self.files, description="")
+            stage = "views" if data.get("stage") == "views" else "features"
+            self.files = self.progress.add_task("", total=data["files"], stage=stage)
         elif event == "file" and self.files is not None:
             self.progress.update(self.files, advance=1, description=Path(data["path"]).name)
 
@@ -68,7 +79,12 @@ class TrainProgress(StderrProgress):
         if not self.enabled:
             return
         if self.task is None:
-            self.task = self.progress.add_task("", total=self.epochs, stage="train")
+            stage = "heads" if self.tail_epochs else "train"
+            self.task = self.progress.add_task("", total=self.epochs, stage=stage)
+        elif self.tail_epochs and record.epoch <= self.last_epoch:
+            self.task = self.progress.add_task("", total=self.tail_epochs, stage="tails")
+            self.tail_epochs = None
+        self.last_epoch = record.epoch
         val = "" if not record.val else f"val MAP {record.val.get('map', 0):.3f}"
         self.progress.update(
             self.task,

@@ -12,13 +12,21 @@ Pairs:
 
 Labels come from a CSV (``path,label``) or each file's parent folder name. Hiding labels for
 ``--labeled-ratio`` happens later, on the pairs: hidden pairs still train as unlabeled pairs.
+
+With augmentation or fine-tuning, :func:`add_views` replaces a modality's cached feature
+vectors by per-window *views* (``[V, ...]``: features of V augmented versions, or the
+activations at the cut of a fine-tuned backbone). Those are computed from a fresh decode:
+the feature cache only holds features of the un-augmented windows through the pretrained
+backbones, so it is bypassed for fine-tuned or augmented towers and used for the others.
+``build_pairs`` works on either (it stacks whatever each window holds).
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +122,57 @@ def _encode_file(
     return windows
 
 
+Encoder = Callable[[str, np.ndarray, int], np.ndarray]
+"""(modality, raw batch, seed) -> [B, V, ...] views of each item; the seed is derived from
+the file's path and the batch's first window, so every window draws its own augmentation."""
+
+
+def add_views(
+    files: list[FileFeatures],
+    modalities: tuple[str, ...],
+    encode: Encoder,
+    spec: WindowSpec,
+    *,
+    image_size: int = 224,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+    batch_size: int = 32,
+) -> int:
+    """Decode ``files`` again and set each window's vector of ``modalities`` to its views
+    (``encode``); the other modalities' vectors become one-view ``[1, D]`` arrays. Returns
+    the number of files decoded. A file that no longer decodes is a ``MediaError``."""
+    report = progress or (lambda e, d: None)
+    if modalities:
+        report("discovered", {"files": len(files), "stage": "views"})
+    for f in files:
+        views: dict[tuple[str, int], np.ndarray] = {}
+        if modalities:
+            pieces = list(file_pieces(f.file.path, f.file.kind, spec, image_size))
+            for modality in modalities:
+                wanted = {w.idx for w in f.windows if w.modality == modality}
+                chosen = [p for p in pieces if p.modality == modality and p.index in wanted]
+                if len(chosen) != len(wanted):
+                    raise MediaError(f.file.path, "decoded differently from the cached features")
+                for i in range(0, len(chosen), batch_size):
+                    chunk = chosen[i : i + batch_size]
+                    seed = zlib.crc32(f"{f.file.path}#{modality}#{chunk[0].index}".encode())
+                    out = encode(modality, np.stack([p.data for p in chunk]), seed)
+                    for p, v in zip(chunk, out, strict=True):
+                        views[(modality, p.index)] = v
+            report("file", {"path": str(f.file.path), "ok": True})
+        f.windows = [
+            replace(w, vector=views[(w.modality, w.idx)])
+            if w.modality in modalities
+            else replace(w, vector=np.asarray(w.vector)[None])
+            for w in f.windows
+        ]
+    return len(files) if modalities else 0
+
+
+def _stack(rows: list[np.ndarray]) -> np.ndarray:
+    arr = np.stack(rows)
+    return arr if arr.dtype == np.float16 else arr.astype(np.float32, copy=False)
+
+
 @dataclass
 class BuiltPairs:
     audio: np.ndarray  # [N, Da]
@@ -183,8 +242,8 @@ def build_pairs(files: list[FileFeatures], seed: int = 0) -> BuiltPairs:
             hint="labels come from --labels CSV or each file's parent folder",
         )
     return BuiltPairs(
-        np.stack(a_rows).astype(np.float32),
-        np.stack(v_rows).astype(np.float32),
+        _stack(a_rows),
+        _stack(v_rows),
         np.array(ys, np.int64),
         labelled,
         sources,

@@ -254,7 +254,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "models" / "default")
     ap.add_argument("--recipe", choices=("psd", "infonce"), default="infonce")
-    ap.add_argument("--epochs", type=int, default=None, help="[psd: 30, infonce: 40]")
+    ap.add_argument("--epochs", type=int, default=None, help="[psd: 50, infonce: 40]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dim", type=int, default=128)
     args = ap.parse_args()
@@ -265,7 +265,7 @@ def main() -> None:
     t1 = time.perf_counter()
     if args.recipe == "psd":
         a_head, v_head, recipe = train_psd(
-            feats, args.out, args.epochs or 30, args.seed, args.dim, DATA_INFO
+            feats, args.out, args.epochs or 50, args.seed, args.dim, DATA_INFO
         )
         results = measure(feats, a_head, v_head)
         update_training_info(args.out, {"test_results": results, "recipe_name": "psd"})

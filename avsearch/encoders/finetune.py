@@ -51,6 +51,7 @@ __all__ = [
     "BNMode",
     "backbone_blocks",
     "backbone_state",
+    "block_count",
     "load_backbone_state",
     "param_groups",
     "save_backbone_state",
@@ -100,6 +101,16 @@ def _layout(backbone: nn.Module, modality: str) -> tuple[tuple[str, ...], ...]:
                     "EfficientNet-Lite0 backbones can be fine-tuned"
                 ) from exc
     return layout
+
+
+def block_count(modality: str) -> int:
+    """How many fine-tunable blocks the default backbone of ``modality`` has (aisfx 4,
+    EfficientNet-Lite0 18), without loading it."""
+    if modality == "audio":
+        return len(_AISFX_BLOCKS)
+    if modality == "visual":
+        return len(_EFFNET_BLOCKS)
+    raise ValueError(f"modality must be 'audio' or 'visual', not {modality!r}")
 
 
 def backbone_blocks(backbone: nn.Module, modality: str) -> list[tuple[str, ...]]:

@@ -28,6 +28,8 @@ DIS_MODES = ("decorrelation", "paired")
 TEACHERS = ("ema", "snapshot")
 MINER_STRATEGIES = ("hard", "semihard")
 LR_SCHEDULES = ("cosine", "constant")
+FINETUNE = ("none", "audio", "visual", "both")
+BN_MODES = ("frozen", "train")
 
 
 def flag(name: str) -> str:
@@ -89,9 +91,29 @@ class TrainConfig:
     # AV-Digits runs stopped early, often on an early best epoch picked on 10-20 validation
     # items (bench/train_methods.py)
     patience: int = 0
+    # backbone fine-tuning and augmentation (media mode; docs/method.md, "Fine-tuning")
+    finetune: str = "none"  # none | audio | visual | both
+    unfreeze_blocks: int = 1  # last N blocks of each fine-tuned backbone
+    finetune_epochs: int = 3  # second stage: tails + heads, warm-started from the heads stage
+    bn_mode: str = "frozen"  # BatchNorm of unfrozen blocks: frozen statistics | train
+    backbone_lr_scale: float = 0.1  # backbone learning rate = lr * this
+    augment: bool = False  # seeded waveform / image augmentation (avsearch.augment defaults)
+    views: int = 4  # stored views per item with --augment: view 0 as decoded + views-1 augmented
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @property
+    def finetuned(self) -> tuple[str, ...]:
+        """The modalities whose backbone is fine-tuned."""
+        return {"none": (), "audio": ("audio",), "visual": ("visual",)}.get(
+            self.finetune, ("audio", "visual")
+        )
+
+    @property
+    def n_views(self) -> int:
+        """Views stored per item: ``views`` with augmentation, else 1."""
+        return self.views if self.augment else 1
 
     @property
     def uses_unlabeled(self) -> bool:
@@ -178,6 +200,8 @@ def _validate(c: TrainConfig) -> None:
         "miner": MINER_STRATEGIES,
         "soft_miner": MINER_STRATEGIES,
         "lr_schedule": LR_SCHEDULES,
+        "finetune": FINETUNE,
+        "bn_mode": BN_MODES,
     }
     for name, allowed in choices.items():
         value = getattr(c, name)
@@ -191,6 +215,9 @@ def _validate(c: TrainConfig) -> None:
         "warmup_epochs": 0,
         "ramp_epochs": 0,
         "patience": 0,
+        "unfreeze_blocks": 1,
+        "finetune_epochs": 1,
+        "views": 1,
     }
     for name, low in ints_min.items():
         value = getattr(c, name)
@@ -199,7 +226,16 @@ def _validate(c: TrainConfig) -> None:
     for name in positive:
         value = getattr(c, name)
         _need(_is_num(value) and value > 0, name, "a positive number", value)
-    non_negative = ("weight_decay", "margin", "w_lab", "w_cross", "w_sd", "w_dis", "dis_offdiag")
+    non_negative = (
+        "backbone_lr_scale",
+        "weight_decay",
+        "margin",
+        "w_lab",
+        "w_cross",
+        "w_sd",
+        "w_dis",
+        "dis_offdiag",
+    )
     for name in non_negative:
         value = getattr(c, name)
         _need(_is_num(value) and value >= 0, name, "a number ≥ 0", value)
@@ -221,6 +257,7 @@ def _validate(c: TrainConfig) -> None:
     for name in ("use_lab", "use_cross_hard", "use_cross_soft", "use_distill", "use_dis"):
         _need(isinstance(getattr(c, name), bool), name, "true or false", getattr(c, name))
     _need(isinstance(c.progressive, bool), "progressive", "true or false", c.progressive)
+    _need(isinstance(c.augment, bool), "augment", "true or false", c.augment)
     if c.soft_neg_threshold >= c.soft_pos_threshold:
         raise UsageError(
             f"--soft-neg-threshold ({c.soft_neg_threshold}) must be below "

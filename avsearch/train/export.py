@@ -1,7 +1,7 @@
 """The model directory of a training run: the caller's template, filled in.
 
-``check_template`` validates a ``ModelConfig`` template against the features before training
-(a registered backbone must match the feature dimension; unregistered names such as
+``check_template`` validates a ``ModelConfig`` template against the feature dimensions
+before training (a registered backbone must match the feature dimension; unregistered names such as
 ``vggish-features`` are allowed and make a directory for feature evaluation only).
 ``build_model_config`` fills in heads, embedding dim and the ``training`` section.
 """
@@ -21,8 +21,10 @@ from avsearch.train.nets import AVNets
 
 
 def check_template(
-    template: ModelConfig | None, features: FeatureSet, cfg: TrainConfig
+    template: ModelConfig | None, dims: FeatureSet | dict[str, int], cfg: TrainConfig
 ) -> ModelConfig:
+    """The template (or a placeholder), checked against the feature dimension per modality
+    (``dims``: ``{"audio": Da, "visual": Dv}`` or a ``FeatureSet``)."""
     if template is None:
         placeholder = HeadConfig(1, cfg.dim, cfg.hidden, cfg.dropout)
         template = ModelConfig(
@@ -33,7 +35,8 @@ def check_template(
             description="projection heads trained on precomputed features "
             "(no registered backbones: usable for feature evaluation only)",
         )
-    dims = {"audio": features.audio.shape[1], "visual": features.visual.shape[1]}
+    if isinstance(dims, FeatureSet):
+        dims = {"audio": dims.audio.shape[1], "visual": dims.visual.shape[1]}
     for modality, tower in (("audio", template.audio), ("visual", template.visual)):
         info = BACKBONES.get(tower.backbone)
         if info is None:

@@ -1,11 +1,16 @@
-"""The training loop on precomputed features: PSD, triplet and supervised (docs/method.md).
+"""The training loop: PSD, triplet and supervised (docs/method.md).
 
-``train(features, label_mask, cfg, out_dir)`` fits the two projection heads and the shared
-classifier, and writes into ``out_dir``:
+``train(data, label_mask, cfg, out_dir)`` fits the two projection heads and the shared
+classifier on precomputed backbone features (``FeatureSet``) or on augmented views
+(``TrainData``, :mod:`avsearch.train.views`: one view per item drawn each epoch); with
+``cuts`` it also fine-tunes the last blocks of a backbone (its tail runs on the stored
+activations at the cut, at ``lr * cfg.backbone_lr_scale``). It writes into ``out_dir``:
 
 - a model directory (``config.yaml`` + ``heads.safetensors`` with ``audio.*``, ``visual.*``
   and ``classifier.*``) holding the best epoch by validation MAP, built from the caller's
   ``ModelConfig`` template (its backbones are kept; heads, dim and recipe are filled in);
+  a fine-tuned backbone is saved whole as ``audio_backbone.safetensors`` /
+  ``visual_backbone.safetensors`` and named in the config;
 - ``train_log.jsonl``: one JSON object per epoch (loss parts, triplet counts, schedule values,
   learning rate, validation MAP);
 - ``checkpoint/``: the state after the last finished epoch (``avsearch.train.checkpoint``).
@@ -25,7 +30,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +38,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avsearch.encoders.cut import BackboneCut
+from avsearch.encoders.finetune import BACKBONE_FILES, save_backbone_state
 from avsearch.encoders.heads import HeadConfig, ProjectionHead
-from avsearch.encoders.model_dir import ModelConfig, save_model_dir
+from avsearch.encoders.model_dir import ModelConfig, save_model_dir, sha256_file
 from avsearch.errors import UsageError
 from avsearch.evaluate import RetrievalReport, evaluate_cross_modal
 from avsearch.train import checkpoint as ckpt
@@ -45,6 +52,7 @@ from avsearch.train.nets import AVNets
 from avsearch.train.objective import PARTS, Objective
 from avsearch.train.schedule import constant, cosine_lr, labeled_share, soft_weight
 from avsearch.train.teacher import make_teacher
+from avsearch.train.views import TrainData, Views
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +109,25 @@ class TrainResult:
 
 
 def train(
-    features: FeatureSet,
+    features: FeatureSet | TrainData,
     label_mask: np.ndarray,
     cfg: TrainConfig,
     out_dir: Path | str,
     *,
-    val: FeatureSet | None = None,
+    val: FeatureSet | TrainData | None = None,
     resume: bool = False,
     progress: ProgressCallback | None = None,
     model_template: ModelConfig | None = None,
     training_info: dict[str, Any] | None = None,
+    cuts: dict[str, BackboneCut] | None = None,
+    init: dict[str, Tensor] | None = None,
 ) -> TrainResult:
-    """Train on paired features where ``label_mask[i]`` says whether pair i's label is known.
+    """Train on paired data where ``label_mask[i]`` says whether pair i's label is known.
+
+    ``cuts`` (keyed ``audio`` / ``visual``) fine-tunes those backbones: the matching views
+    of ``features`` (and ``val``) must hold activations at the cut, not features.
+    ``init`` (a state dict of a previous run's nets, e.g. ``result.nets.state_dict()``)
+    warm-starts heads and classifier (the second stage of :func:`train_finetune`).
 
     Without ``val``, a seeded share ``cfg.val_fraction`` of the labeled items is held out for
     validation (none if 0: the last epoch is kept). ``model_template`` gives the backbones of
@@ -120,19 +135,31 @@ def train(
     ``visual-features``, a directory usable for feature evaluation only). ``training_info``
     is merged into the ``training`` section of its config.yaml.
     """
-    mask = _check_mask(label_mask, len(features))
-    if val is None and cfg.val_fraction > 0:
-        tr_idx, va_idx = split_validation(features.labels, mask, cfg.val_fraction, cfg.seed)
+    data = TrainData.of(features)
+    cuts = dict(cuts or {})
+    mask = _check_mask(label_mask, len(data))
+    val_data = None if val is None else TrainData.of(val)
+    if val_data is None and cfg.val_fraction > 0:
+        tr_idx, va_idx = split_validation(data.labels, mask, cfg.val_fraction, cfg.seed)
         if len(va_idx):
-            val, features, mask = features.subset(va_idx), features.subset(tr_idx), mask[tr_idx]
-    if val is not None and (
-        val.audio.shape[1] != features.audio.shape[1]
-        or val.visual.shape[1] != features.visual.shape[1]
+            val_data, data, mask = data.subset(va_idx), data.subset(tr_idx), mask[tr_idx]
+    if val_data is not None and (
+        val_data.audio.item_shape != data.audio.item_shape
+        or val_data.visual.item_shape != data.visual.item_shape
     ):
         raise UsageError("validation features have other dimensions than the training features")
-    template = check_template(model_template, features, cfg)
+    dims = {
+        m: cuts[m].backbone.dim if m in cuts else views.item_shape[0]
+        for m, views in (("audio", data.audio), ("visual", data.visual))
+    }
+    for m, views in (("audio", data.audio), ("visual", data.visual)):
+        if m not in cuts and len(views.item_shape) != 1:
+            raise UsageError(f"{m} inputs of shape {views.item_shape} need a backbone cut")
+    template = check_template(model_template, dims, cfg)
     with torch.random.fork_rng(devices=[]):
-        run = _Run(features, mask, val, cfg, Path(out_dir), template, training_info or {})
+        run = _Run(
+            data, mask, val_data, cfg, Path(out_dir), template, training_info or {}, cuts, init
+        )
         return run.run(resume, progress)
 
 
@@ -144,6 +171,23 @@ def embed(head: ProjectionHead, features: np.ndarray, batch: int = 4096) -> np.n
     with torch.no_grad():
         out = torch.cat([head(x[i : i + batch]) for i in range(0, len(x), batch)])
     head.train(was_training)
+    return out.numpy()
+
+
+def embed_tower(nets: AVNets, modality: str, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
+    """L2-normalised embeddings of a tower's inputs (features, or activations at the cut of a
+    fine-tuned backbone) with tail and head in eval mode."""
+    if not nets.has_tail(modality):
+        return embed(nets.head(modality), inputs)
+    tail, head = nets.tail(modality), nets.head(modality)
+    was = tail.training, head.training
+    tail.eval()
+    head.eval()
+    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    with torch.no_grad():
+        out = torch.cat([head(tail(x[i : i + batch])) for i in range(0, len(x), batch)])
+    tail.train(was[0])
+    head.train(was[1])
     return out.numpy()
 
 
@@ -174,6 +218,14 @@ def _check_mask(label_mask: np.ndarray, n: int) -> np.ndarray:
     return mask
 
 
+def _digest_state(state: dict[str, Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -182,18 +234,20 @@ def _digest(*parts: Any) -> str:
 class _Run:
     def __init__(
         self,
-        features: FeatureSet,
+        features: TrainData,
         mask: np.ndarray,
-        val: FeatureSet | None,
+        val: TrainData | None,
         cfg: TrainConfig,
         out_dir: Path,
         template: ModelConfig,
         training_info: dict[str, Any],
+        cuts: dict[str, BackboneCut],
+        init: dict[str, Tensor] | None = None,
     ) -> None:
         self.cfg, self.out_dir, self.template, self.info = cfg, out_dir, template, training_info
-        self.features, self.val = features, val
-        self.a = torch.from_numpy(features.audio)
-        self.v = torch.from_numpy(features.visual)
+        self.features, self.val, self.cuts = features, val, cuts
+        self.views: dict[str, Views] = {"audio": features.audio, "visual": features.visual}
+        self.drawn = {m: np.zeros(len(features), dtype=np.int64) for m in self.views}
         self.classes = np.unique(features.labels[mask])
         if len(self.classes) < 2:
             raise UsageError("the labeled training items cover fewer than 2 classes")
@@ -206,20 +260,47 @@ class _Run:
             features.digest(),
             hashlib.sha256(mask.tobytes()).hexdigest(),
             val.digest() if val is not None else None,
+            {m: c.n_blocks for m, c in sorted(cuts.items())},
+            None if init is None else _digest_state(init),
         )
 
         torch.manual_seed(cfg.seed)
-        head = {
-            m: HeadConfig(x.shape[1], cfg.dim, cfg.hidden, cfg.dropout)
-            for m, x in (("audio", self.a), ("visual", self.v))
+        clean = {
+            m: torch.from_numpy(
+                cuts[m].features(v.clean()) if m in cuts else np.ascontiguousarray(v.clean())
+            )
+            for m, v in self.views.items()
         }
-        self.nets = AVNets(head["audio"], head["visual"], len(self.classes), cfg.classifier_scale)
-        self.nets.audio.fit_normalisation(self.a)
-        self.nets.visual.fit_normalisation(self.v)
-        self.teacher = make_teacher(cfg.teacher, self.nets, cfg.ema_decay)
-        self.opt = torch.optim.AdamW(
-            self.nets.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        head = {
+            m: HeadConfig(x.shape[1], cfg.dim, cfg.hidden, cfg.dropout) for m, x in clean.items()
+        }
+        self.nets = AVNets(
+            head["audio"],
+            head["visual"],
+            len(self.classes),
+            cfg.classifier_scale,
+            tails={m: c.tail for m, c in cuts.items()},
         )
+        self.nets.audio.fit_normalisation(clean["audio"])
+        self.nets.visual.fit_normalisation(clean["visual"])
+        del clean
+        if init is not None:
+            self._warm_start(init)
+        self.teacher = make_teacher(cfg.teacher, self.nets, cfg.ema_decay)
+        tail_params = [p for m in cuts for p in self.nets.tail(m).parameters()]
+        tail_ids = {id(p) for p in tail_params}
+        groups: list[dict[str, Any]] = [
+            {
+                "params": [p for p in self.nets.parameters() if id(p) not in tail_ids],
+                "lr_scale": 1.0,
+                "name": "heads",
+            }
+        ]
+        if tail_params:
+            groups.append(
+                {"params": tail_params, "lr_scale": cfg.backbone_lr_scale, "name": "backbone"}
+            )
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.objective = Objective(cfg, len(self.classes))
         self.lr_at = (
             cosine_lr(cfg.lr, cfg.epochs) if cfg.lr_schedule == "cosine" else constant(cfg.lr)
@@ -235,6 +316,16 @@ class _Run:
         self.best_epoch, self.best_map, self.bad_epochs = -1, None, 0
         self.stopped, self.finished = False, False
         self.partner = np.arange(len(features))
+
+    def _warm_start(self, init: dict[str, Tensor]) -> None:
+        own = self.nets.state_dict()
+        wanted = {
+            k: v for k, v in init.items() if not k.startswith(("audio_tail.", "visual_tail."))
+        }
+        for k, v in wanted.items():
+            if k not in own or own[k].shape != v.shape:
+                raise UsageError(f"cannot warm-start: {k} does not match this run's networks")
+        self.nets.load_state_dict(wanted, strict=False)
 
     # -------------------------------------------------------------------------- driver
     def run(self, resume: bool, progress: ProgressCallback | None) -> TrainResult:
@@ -265,11 +356,12 @@ class _Run:
         torch.manual_seed(cfg.seed * 1_000_003 + epoch + 1)
         lr, share, w_soft = self.lr_at(epoch), self.share_at(epoch), self.soft_at(epoch)
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.nets.train()
         sums: dict[str, float] = {}
         batches = self._batches(rng)
         self.partner = self._partners(rng)
+        self.drawn = {m: v.draw(rng) for m, v in self.views.items()}
         for batch in batches:
             for key, value in self._step(batch, share, w_soft).items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -316,9 +408,11 @@ class _Run:
     # -------------------------------------------------------------------------- one step
     def _step(self, batch: np.ndarray, share: float, w_soft: float) -> dict[str, float]:
         idx = torch.from_numpy(batch)
-        v_idx = torch.from_numpy(self.partner[batch])
+        v_rows = self.partner[batch]
+        audio = self.views["audio"].take(batch, self.drawn["audio"][batch])
+        visual = self.views["visual"].take(v_rows, self.drawn["visual"][v_rows])
         loss = self.objective(
-            self.nets, self.teacher, self.a[idx], self.v[v_idx], self.codes[idx], share, w_soft
+            self.nets, self.teacher, audio, visual, self.codes[idx], share, w_soft
         )
         if loss.total.requires_grad:
             self.opt.zero_grad(set_to_none=True)
@@ -334,12 +428,10 @@ class _Run:
     def _validate(self) -> dict[str, float] | None:
         if self.val is None:
             return None
-        report = evaluate_heads(
-            self.nets.audio,
-            self.nets.visual,
-            self.val.audio,
+        report = evaluate_cross_modal(
+            embed_tower(self.nets, "audio", self.val.audio.clean()),
             self.val.labels,
-            self.val.visual,
+            embed_tower(self.nets, "visual", self.val.visual.clean()),
             self.val.labels,
         )
         return {"map": report.map, "a2v_map": report.a2v_map, "v2a_map": report.v2a_map}
@@ -397,6 +489,19 @@ class _Run:
         self.stopped, self.finished = bool(meta["stopped_early"]), bool(meta["finished"])
         self.history = [EpochRecord.from_json(r) for r in meta["history"]]
 
+    def _save_backbones(self) -> ModelConfig:
+        """Write each fine-tuned backbone (whole, safetensors) into the model directory and
+        point the template's tower at it."""
+        template = self.template
+        for m, cut in sorted(self.cuts.items()):
+            name = BACKBONE_FILES[m]
+            path = self.out_dir / name
+            save_backbone_state(cut.backbone, path)
+            tower = getattr(template, m)
+            tower = replace(tower, backbone_weights=name, backbone_sha256=sha256_file(path))
+            template = replace(template, **{m: tower})
+        return template
+
     def _rewrite_log(self) -> None:
         lines = "".join(json.dumps(r.to_json()) + "\n" for r in self.history)
         tmp = self.out_dir / f".{LOG_NAME}.tmp"
@@ -407,8 +512,9 @@ class _Run:
         if self.best_state is not None:
             self.nets.load_state_dict(self.best_state, strict=True)
         self.nets.eval()
+        template = self._save_backbones()
         model_config = build_model_config(
-            self.template,
+            template,
             self.cfg,
             self.nets,
             self.info,

