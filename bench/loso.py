@@ -215,6 +215,9 @@ def run_fold(
         plans = [("+ft audio", ("audio",), "frozen"), ("+ft both", ("audio", "visual"), "frozen")]
         if ratio == 1.0 and args.bn_compare:
             plans.append(("+ft audio, BN train", ("audio",), "train"))
+        if ratio not in args.ft_ratios or fold not in args.ft_folds:
+            plans = []
+        plans = [p for p in plans if p[0] in args.ft_recipes]
         for recipe, tails, bn in plans:
             original = {m: _state(cuts[m]) for m in tails}
             for m in tails:
@@ -280,6 +283,9 @@ def main() -> None:
     ap.add_argument("--folds", nargs="+", default=[*SPEAKERS, "official"])
     ap.add_argument("--ratios", nargs="+", type=float, default=[0.1, 1.0])
     ap.add_argument("--no-bn-compare", dest="bn_compare", action="store_false")
+    ap.add_argument("--ft-ratios", nargs="+", type=float, default=[0.1, 1.0])
+    ap.add_argument("--ft-folds", nargs="+", default=[*SPEAKERS, "official"])
+    ap.add_argument("--ft-recipes", nargs="+", default=list(RECIPES[2:]))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     data = shared_data()
