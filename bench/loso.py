@@ -287,7 +287,21 @@ def main() -> None:
     ap.add_argument("--ft-folds", nargs="+", default=[*SPEAKERS, "official"])
     ap.add_argument("--ft-recipes", nargs="+", default=list(RECIPES[2:]))
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument(
+        "--from-log", action="store_true", help="only re-summarise bench/out/loso.jsonl"
+    )
     args = ap.parse_args()
+    if args.from_log:
+        logged = [json.loads(line) for line in (OUT / "loso.jsonl").read_text().splitlines()]
+        table = summarise(logged, sorted({r["ratio"] for r in logged}))
+        print(table)
+        if not args.no_write:
+            write_section(
+                "loso",
+                f"## Leave-one-speaker-out (`python bench/loso.py`)\n\n"
+                f"{machine_line()}. Rows logged so far (`--from-log`).\n\n{table}\n",
+            )
+        return
     data = shared_data()
     t_start = time.perf_counter()
     d = load_data(data, args.views)
