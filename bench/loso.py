@@ -50,7 +50,7 @@ from avsearch.evaluate import evaluate_cross_modal
 from avsearch.media.decode import WindowSpec, audio_pieces
 from avsearch.train import for_method, train
 from avsearch.train.data import mask_labels
-from avsearch.train.finetune_run import train_finetune
+from avsearch.train.finetune_run import feature_views, train_finetune
 from avsearch.train.loop import TrainResult, embed_tower
 from avsearch.train.views import TrainData, Views, build_views
 
@@ -93,40 +93,32 @@ def load_data(data: Path, views: int) -> dict[str, Any]:
         "visual": cut_backbone(load_backbone("efficientnet-lite0"), "visual", 1),
     }
 
-    def audio_views() -> np.ndarray:
-        waves = np.stack([next(iter(audio_pieces(i.path, spec))).data for i in items])
+    def make_views(modality: str, raw, augment) -> np.ndarray:  # type: ignore[no-untyped-def]
         t0 = time.perf_counter()
         out = build_views(
-            waves,
-            cuts["audio"].activations,
-            n_views=views,
-            augment=lambda b, rng: augment_audio(b, AUDIO_AUG, rng),
-            dtype=np.float16,
+            raw(), cuts[modality].activations, n_views=views, augment=augment, dtype=np.float16
         ).data
-        print(f"audio views: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"{modality} views: {time.perf_counter() - t0:.0f} s", flush=True)
         return out
 
-    def visual_views() -> np.ndarray:
-        rgb = np.stack([preprocess_image(Image.fromarray(x, "L")) for x in images])
-        t0 = time.perf_counter()
-        out = build_views(
-            rgb,
-            cuts["visual"].activations,
-            n_views=views,
-            augment=lambda b, rng: augment_images(b, VISUAL_AUG, rng),
-            dtype=np.float16,
-        ).data
-        print(f"visual views: {time.perf_counter() - t0:.0f} s", flush=True)
-        return out
+    def raw_audio() -> np.ndarray:
+        return np.stack([next(iter(audio_pieces(i.path, spec))).data for i in items])
+
+    def raw_images() -> np.ndarray:
+        return np.stack([preprocess_image(Image.fromarray(x, "L")) for x in images])
+
+    augmenters = {
+        "audio": (raw_audio, lambda b, rng: augment_audio(b, AUDIO_AUG, rng)),
+        "visual": (raw_images, lambda b, rng: augment_images(b, VISUAL_AUG, rng)),
+    }
 
     act = {
-        "audio": cached_array(f"loso-audio-act-v{views}", audio_views),
-        "visual": cached_array(f"loso-visual-act-v{views}", visual_views),
+        m: cached_array(f"loso-{m}-act-v{views}", lambda m=m: make_views(m, *augmenters[m]))
+        for m in ("audio", "visual")
     }
     feats = {
         m: cached_array(
-            f"loso-{m}-feat-v{views}",
-            lambda m=m: _features(act[m], cuts[m]),
+            f"loso-{m}-feat-v{views}", lambda m=m: feature_views(Views(act[m]), cuts[m]).data
         )
         for m in ("audio", "visual")
     }
@@ -142,14 +134,6 @@ def load_data(data: Path, views: int) -> dict[str, Any]:
         "feat": feats,
         "cuts": cuts,
     }
-
-
-def _features(act: np.ndarray, cut: BackboneCut) -> np.ndarray:
-    out = np.empty((*act.shape[:2], cut.backbone.dim), dtype=np.float32)
-    for k in range(act.shape[1]):
-        for s in range(0, len(act), 256):
-            out[s : s + 256, k] = cut.features(np.asarray(act[s : s + 256, k], np.float32))
-    return out
 
 
 def fold_indices(d: dict[str, Any], fold: str) -> tuple[np.ndarray, np.ndarray]:

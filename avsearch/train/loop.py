@@ -265,15 +265,10 @@ class _Run:
         )
 
         torch.manual_seed(cfg.seed)
-        clean = {
-            m: torch.from_numpy(
-                cuts[m].features(v.clean()) if m in cuts else np.ascontiguousarray(v.clean())
-            )
-            for m, v in self.views.items()
+        dims = {
+            m: cuts[m].backbone.dim if m in cuts else v.item_shape[0] for m, v in self.views.items()
         }
-        head = {
-            m: HeadConfig(x.shape[1], cfg.dim, cfg.hidden, cfg.dropout) for m, x in clean.items()
-        }
+        head = {m: HeadConfig(d, cfg.dim, cfg.hidden, cfg.dropout) for m, d in dims.items()}
         self.nets = AVNets(
             head["audio"],
             head["visual"],
@@ -281,11 +276,12 @@ class _Run:
             cfg.classifier_scale,
             tails={m: c.tail for m, c in cuts.items()},
         )
-        self.nets.audio.fit_normalisation(clean["audio"])
-        self.nets.visual.fit_normalisation(clean["visual"])
-        del clean
-        if init is not None:
+        if init is not None:  # brings its own input standardisation: no pass over the data
             self._warm_start(init)
+        else:
+            for m, v in self.views.items():
+                clean = cuts[m].features(v.clean()) if m in cuts else v.clean()
+                self.nets.head(m).fit_normalisation(torch.from_numpy(np.ascontiguousarray(clean)))
         self.teacher = make_teacher(cfg.teacher, self.nets, cfg.ema_decay)
         tail_params = [p for m in cuts for p in self.nets.tail(m).parameters()]
         tail_ids = {id(p) for p in tail_params}
