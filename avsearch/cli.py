@@ -415,7 +415,13 @@ def train_cmd(
         raise typer.Exit(130) from None
     if st.json:
         _emit_json(summary.to_json())
-        return
+    else:
+        _print_train_summary(summary)
+    if summary.media and summary.media["failed"]:
+        raise typer.Exit(EXIT_PARTIAL)  # trained on the rest; as embed, say some input failed
+
+
+def _print_train_summary(summary: Any) -> None:
     con = Console(soft_wrap=True)
     con.print(
         f"model: {summary.out_dir} ({summary.method}, labeled ratio "

@@ -125,3 +125,18 @@ def test_no_pairs_and_missing_csv_files(tmp_path: Path, index_env: Path) -> None
         "train", str(tmp_path / "only-sounds"), "--labels", str(csv), "--out", str(tmp_path / "m")
     )
     assert code == 2 and "do not exist" in err
+
+
+@pytest.mark.slow
+def test_corrupt_file_is_skipped_and_exit_code_is_partial(tmp_path: Path, index_env: Path) -> None:
+    media = tmp_path / "media"
+    for label, freq, colour in (("low", 300.0, (30, 30, 200)), ("high", 3000.0, (200, 30, 30))):
+        write_wav(media / label / "a.wav", freq=freq)
+        write_png(media / label / "a.png", colour=colour)
+    (media / "high" / "broken.wav").write_bytes(b"RIFF0000WAVEjunk" * 50)
+    out = tmp_path / "model"
+    args = ["--json", "train", str(media), "--epochs", "2", "--batch-size", "4", "--out", str(out)]
+    code, summary, err = cli(*args)
+    assert code == 4, err
+    assert [Path(f["path"]).name for f in summary["media"]["failed"]] == ["broken.wav"]
+    assert summary["pairs"] == 2 and (out / "config.yaml").exists()
