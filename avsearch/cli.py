@@ -332,6 +332,14 @@ def train_cmd(
         int | None,
         typer.Option(help="Epochs of the second stage, backbone tails + heads [3]."),
     ] = None,
+    keep_heads: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-better-heads/--always-finetune",
+            help="Keep the heads-only model (pretrained backbones) when no fine-tuning epoch "
+            "beats it on validation [keep].",
+        ),
+    ] = None,
     augment: Annotated[
         bool | None,
         typer.Option(
@@ -363,6 +371,7 @@ def train_cmd(
         ("bn_mode", bn),
         ("backbone_lr_scale", backbone_lr_scale),
         ("finetune_epochs", finetune_epochs),
+        ("keep_better_heads", keep_heads),
         ("augment", augment),
         ("views", views),
     ):
@@ -388,6 +397,8 @@ def train_cmd(
             raise UsageError("give media folders or --features, not both")
         if bn is not None and bn not in ("frozen", "train"):
             raise UsageError(f"--bn must be one of frozen, train, got {bn!r}")
+        _check_option_pairs(finetune, augment, unfreeze_blocks, bn, backbone_lr_scale,
+                            finetune_epochs, keep_heads, views)  # fmt: skip
         cfg = for_method(method, **overrides)
         tails = cfg.finetune_epochs if cfg.finetuned else None
         with TrainProgress(
@@ -454,6 +465,38 @@ def _print_train_summary(summary: Any) -> None:
     con.print(f"use it: avsearch embed PATH --model {summary.out_dir}", highlight=False)
 
 
+def _check_option_pairs(
+    finetune: str | None,
+    augment: bool | None,
+    unfreeze_blocks: int | None,
+    bn: str | None,
+    backbone_lr_scale: float | None,
+    finetune_epochs: int | None,
+    keep_heads: bool | None,
+    views: int | None,
+) -> None:
+    """Options that only mean something beside another one: refuse rather than ignore them."""
+    from avsearch.errors import UsageError
+
+    given = [
+        name
+        for name, value in (
+            ("--unfreeze-blocks", unfreeze_blocks),
+            ("--bn", bn),
+            ("--backbone-lr-scale", backbone_lr_scale),
+            ("--finetune-epochs", finetune_epochs),
+            ("--keep-better-heads/--always-finetune", keep_heads),
+        )
+        if value is not None
+    ]
+    if given and finetune in (None, "none"):
+        raise UsageError(
+            f"{', '.join(given)} only apply with --finetune audio|visual|both; add it, or drop them"
+        )
+    if views is not None and not augment:
+        raise UsageError("--views only applies with --augment (without it each item has 1 view)")
+
+
 def _finetune_line(s: Any) -> str:
     f, m = s.finetune, s.media
     views = f"{f['views']} view(s) per item" + (" (augmented)" if f["augment"] else "")
@@ -463,10 +506,16 @@ def _finetune_line(s: Any) -> str:
     tuned = " and ".join(f["modalities"]) + (
         " backbones" if len(f["modalities"]) > 1 else " backbone"
     )
+    kept = (
+        "; no tails epoch beat the heads stage on validation, so the model keeps the "
+        "pretrained backbone"
+        if f.get("kept_heads_stage")
+        else ""
+    )
     return (
         f"fine-tuning: {tuned}, last {f['unfreeze_blocks']} block(s), BatchNorm "
         f"{f['bn_mode']}; heads {f['heads_epochs']} epochs, then tails + heads "
-        f"{f['tails_epochs']} (the epochs above); {views}; {cache}"
+        f"{f['tails_epochs']} (the epochs above); {views}; {cache}{kept}"
     )
 
 

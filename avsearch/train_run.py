@@ -290,7 +290,9 @@ def _finetune_info(cfg: TrainConfig, result: Any) -> dict[str, Any]:
         "views": cfg.n_views,
         "heads_epochs": cfg.epochs if tuned else None,
         "tails_epochs": cfg.finetune_epochs if tuned else None,
-        "backbone_files": [towers[m].backbone_weights for m in tuned],
+        "backbone_files": [towers[m].backbone_weights for m in tuned if towers[m].backbone_weights],
+        # the heads stage beat every tails epoch on validation: the backbones stay as they were
+        "kept_heads_stage": bool(tuned) and result.best_epoch == -1,
     }
 
 
@@ -367,6 +369,14 @@ def evaluate_feature_file(h5: Path, model_dir: Path, split: str = "test") -> Ret
         raise UsageError(f"{h5} has no {split!r} split (has: {', '.join(sorted(splits))})")
     data = splits[split]
     config = load_config(model_dir)
+    tuned = [m for m in ("audio", "visual") if getattr(config, m).backbone_weights]
+    if tuned:
+        raise UsageError(
+            f"{model_dir} has a fine-tuned {' and '.join(tuned)} backbone, but {h5} holds "
+            "features of an unchanged backbone, so its heads would be scored on inputs they "
+            "never see; evaluate it on media instead: avsearch embed --model "
+            f"{model_dir} FOLDER, then avsearch eval"
+        )
     audio_head, visual_head = load_heads(model_dir, config)
     for name, head, feats in (
         ("audio", audio_head, data.audio),

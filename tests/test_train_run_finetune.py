@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import h5py
+import numpy as np
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -57,7 +59,7 @@ def first_run(media: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     index, out = work / "index", work / "model"
     code, summary, _, err = cli(
         "--json", "--index", str(index), "train", str(media), *FINETUNE,
-        "--augment", "--views", "2", "--out", str(out),
+        "--augment", "--views", "2", "--always-finetune", "--out", str(out),
     )  # fmt: skip
     assert code == 0, err
     assert summary is not None
@@ -92,6 +94,22 @@ def test_finetuned_model_works_with_embed_and_query(
     code, res, _, err = cli("--json", "--index", str(index), "query", str(query), "--top", "3")
     assert code == 0 and res is not None, err
     assert res["model"] == "model" and res["target"] == "visual" and res["results"]
+
+
+@pytest.mark.slow
+def test_eval_on_feature_files_refuses_a_finetuned_model(
+    first_run: tuple[Path, Path, dict], tmp_path: Path
+) -> None:
+    _, out, _ = first_run
+    h5 = tmp_path / "feats.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(h5, "w") as fh:  # the right widths: only the backbone is wrong
+        fh["audio"] = rng.normal(size=(8, 512)).astype(np.float32)
+        fh["visual"] = rng.normal(size=(8, 1280)).astype(np.float32)
+        fh["label"] = np.arange(8) % 2
+        fh["split"] = np.array(["train", "test"] * 4).astype("S")
+    code, _, _, err = cli("eval", "--features", str(h5), "--model", str(out))
+    assert code == 2 and "fine-tuned audio backbone" in err and "Traceback" not in err, err
 
 
 @pytest.mark.slow
@@ -135,6 +153,26 @@ def test_unfreeze_blocks_out_of_range_is_a_usage_error(tmp_path: Path, index_env
         assert code == 2 and "--unfreeze-blocks" in err and "Traceback" not in err, err
     code, _, _, err = cli("train", str(folder), "--finetune", "audio", "--bn", "sometimes")
     assert code == 2 and "--bn" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--unfreeze-blocks", "2"], "--unfreeze-blocks only apply with --finetune"),
+        (["--bn", "train", "--finetune-epochs", "2"], "--bn, --finetune-epochs only apply"),
+        (["--finetune", "none", "--backbone-lr-scale", "0.5"], "--backbone-lr-scale only"),
+        (["--views", "3"], "--views only applies with --augment"),
+        (["--finetune", "audio", "--views", "3"], "--views only applies with --augment"),
+    ],
+)
+def test_options_without_their_switch_are_refused(
+    tmp_path: Path, index_env: Path, flags: list[str], needle: str
+) -> None:
+    folder = tmp_path / "media"
+    folder.mkdir()
+    code, _, _, err = cli("train", str(folder), *flags, "--out", str(tmp_path / "m"))
+    assert code == 2 and needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.parametrize("flags", [["--finetune", "audio"], ["--augment"]])

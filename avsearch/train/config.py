@@ -97,6 +97,9 @@ class TrainConfig:
     finetune_epochs: int = 3  # second stage: tails + heads, warm-started from the heads stage
     bn_mode: str = "frozen"  # BatchNorm of unfrozen blocks: frozen statistics | train
     backbone_lr_scale: float = 0.1  # backbone learning rate = lr * this
+    # the heads stage competes as "epoch -1" of the tails stage: kept (backbones unchanged)
+    # when no tails epoch reaches its validation MAP
+    keep_better_heads: bool = True
     augment: bool = False  # seeded waveform / image augmentation (avsearch.augment defaults)
     views: int = 4  # stored views per item with --augment: view 0 as decoded + views-1 augmented
 
@@ -258,6 +261,12 @@ def _validate(c: TrainConfig) -> None:
         _need(isinstance(getattr(c, name), bool), name, "true or false", getattr(c, name))
     _need(isinstance(c.progressive, bool), "progressive", "true or false", c.progressive)
     _need(isinstance(c.augment, bool), "augment", "true or false", c.augment)
+    _need(
+        isinstance(c.keep_better_heads, bool),
+        "keep_better_heads",
+        "true or false",
+        c.keep_better_heads,
+    )
     if c.soft_neg_threshold >= c.soft_pos_threshold:
         raise UsageError(
             f"--soft-neg-threshold ({c.soft_neg_threshold}) must be below "

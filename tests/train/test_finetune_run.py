@@ -99,3 +99,33 @@ def test_build_views_is_seeded() -> None:
     assert not np.array_equal(a.data[:, 1], c.data[:, 1])
     with pytest.raises(ValueError):
         build_views(raw, lambda b: b, n_views=2)
+
+
+def test_a_worse_finetune_keeps_the_heads_stage(tmp_path: Path) -> None:
+    """A tails stage that wrecks the backbone (learning rate ×10⁴) loses to the heads stage on
+    validation: the model keeps the pretrained backbone and the stage-1 heads' vectors."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    waves, labels = _tones(30, rng)
+    backbone = load_backbone("aisfx")
+    before = backbone_state(backbone)
+    cut = cut_backbone(backbone, "audio", 1)
+    audio = build_views(waves, cut.activations, n_views=1, augment=None)
+    visual = Views((np.eye(3)[labels][:, None, :] * 3).astype(np.float32))
+    data = TrainData(audio, visual, labels)
+    cfg = for_method(
+        "psd", epochs=8, finetune_epochs=1, val_fraction=0.4, batch_size=8, finetune="audio",
+        backbone_lr_scale=1e4, lr=1e-2,
+    )  # fmt: skip
+    stage1 = train_finetune(data, np.ones(30, bool), cfg, tmp_path / "a", cuts={"audio": cut})
+    assert stage1.best_epoch == -1 and stage1.best_val_map is not None
+    assert not (tmp_path / "a" / BACKBONE_FILES["audio"]).exists()
+    assert load_config(tmp_path / "a").audio.backbone_weights is None
+    after = backbone_state(backbone)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # restored with the best state
+    # switched off, the wrecked tails stage is what is saved
+    forced = train_finetune(
+        data, np.ones(30, bool), cfg.replace(keep_better_heads=False), tmp_path / "b",
+        cuts={"audio": cut_backbone(load_backbone("aisfx"), "audio", 1)},
+    )  # fmt: skip
+    assert forced.best_epoch == 0 and (tmp_path / "b" / BACKBONE_FILES["audio"]).exists()
