@@ -227,6 +227,15 @@ def _state(cut: BackboneCut) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in cut.tail.state_dict().items()}
 
 
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """Logged rows, the latest one per (fold, ratio, recipe)."""
+    latest: dict[tuple[str, float, str], dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        latest[(row["fold"], row["ratio"], row["recipe"])] = row
+    return list(latest.values())
+
+
 def summarise(rows: list[dict[str, Any]], ratios: list[float]) -> str:
     lines = [
         "| recipe | ratio | LOSO MAP (mean ± std over speakers) | a→v | v→a | official split MAP |"
@@ -272,11 +281,17 @@ def main() -> None:
     ap.add_argument("--ft-recipes", nargs="+", default=list(RECIPES[2:]))
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument(
+        "--append",
+        action="store_true",
+        help="keep bench/out/loso.jsonl and add to it (a run split over several sessions); "
+        "the table then covers every logged row, the latest per fold, ratio and recipe",
+    )
+    ap.add_argument(
         "--from-log", action="store_true", help="only re-summarise bench/out/loso.jsonl"
     )
     args = ap.parse_args()
     if args.from_log:
-        logged = [json.loads(line) for line in (OUT / "loso.jsonl").read_text().splitlines()]
+        logged = read_log(OUT / "loso.jsonl")
         table = summarise(logged, sorted({r["ratio"] for r in logged}))
         print(table)
         if not args.no_write:
@@ -292,13 +307,16 @@ def main() -> None:
     t_data = time.perf_counter() - t_start
     log = OUT / "loso.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("")
+    if not args.append:
+        log.write_text("")
     rows: list[dict[str, Any]] = []
     for ratio in args.ratios:
         for fold in args.folds:
             rows += run_fold(d, fold, ratio, args, log)
     total = time.perf_counter() - t_start
-    table = summarise(rows, args.ratios)
+    if args.append:
+        rows = read_log(log)
+    table = summarise(rows, sorted({r["ratio"] for r in rows}))
     print(table)
     print(f"backbone passes {t_data:.0f} s (0 if cached), total {total / 60:.1f} min")
     if args.no_write:
@@ -309,7 +327,8 @@ def main() -> None:
 fine-tuning: heads stage 50 epochs, then {args.ft_epochs} epochs with the last backbone
 block(s) at 0.1× the learning rate. PSD method, seed 0; the std is over the 5 held-out
 speakers (500 clips each, against the 1,000-image test gallery). Backbone passes took
-{t_data:.0f} s{" (cached)" if t_data < 60 else ""}; the whole run {total / 60:.1f} min.
+{t_data:.0f} s{" (cached)" if t_data < 60 else ""}; this invocation {total / 60:.1f} min; the
+training runs in the table took {sum(r["seconds"] for r in rows) / 60:.1f} min in all.
 
 {table}
 """
