@@ -257,16 +257,10 @@ def _validate(c: TrainConfig) -> None:
         "in [0, 1)",
         c.val_fraction,
     )
-    for name in ("use_lab", "use_cross_hard", "use_cross_soft", "use_distill", "use_dis"):
+    switches = ("use_lab", "use_cross_hard", "use_cross_soft", "use_distill", "use_dis",
+                "progressive", "augment", "keep_better_heads")  # fmt: skip
+    for name in switches:
         _need(isinstance(getattr(c, name), bool), name, "true or false", getattr(c, name))
-    _need(isinstance(c.progressive, bool), "progressive", "true or false", c.progressive)
-    _need(isinstance(c.augment, bool), "augment", "true or false", c.augment)
-    _need(
-        isinstance(c.keep_better_heads, bool),
-        "keep_better_heads",
-        "true or false",
-        c.keep_better_heads,
-    )
     if c.soft_neg_threshold >= c.soft_pos_threshold:
         raise UsageError(
             f"--soft-neg-threshold ({c.soft_neg_threshold}) must be below "

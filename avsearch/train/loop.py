@@ -442,16 +442,18 @@ class _Run:
         to 0.24 MAP), and such a model must not replace a better one."""
         val = self._validate()
         if val is not None:
-            self.best_map, self.best_epoch = val["map"], -1
-            self.best_state = {k: t.detach().clone() for k, t in self.nets.state_dict().items()}
+            self._keep_best(-1, val["map"])
+
+    def _keep_best(self, epoch: int, score: float | None) -> None:
+        self.best_map, self.best_epoch, self.bad_epochs = score, epoch, 0
+        self.best_state = {k: t.detach().clone() for k, t in self.nets.state_dict().items()}
 
     def _track_best(self, epoch: int, val: dict[str, float] | None) -> None:
         score = None if val is None else val["map"]
         # against the warm start a tie goes to the fine-tuned epoch (asked for, and not worse)
         beats = self.best_map is None or score is None or score > self.best_map
         if beats or (self.best_epoch == -1 and score == self.best_map):
-            self.best_map, self.best_epoch, self.bad_epochs = score, epoch, 0
-            self.best_state = {k: t.detach().clone() for k, t in self.nets.state_dict().items()}
+            self._keep_best(epoch, score)
         else:
             self.bad_epochs += 1
         cfg = self.cfg
