@@ -351,6 +351,13 @@ def train_cmd(
         int | None,
         typer.Option(help="Views per item with --augment: as decoded + V-1 augmented [4]."),
     ] = None,
+    audio_backbone: Annotated[
+        str | None,
+        typer.Option(
+            help="Audio backbone (media mode): aisfx | aisfx-cepstra (aisfx + an order-keeping "
+            "cepstral template; better for speech across voices) [aisfx]."
+        ),
+    ] = None,
 ) -> None:
     """Train projection heads: cross-modal triplet + progressive self-distillation; optionally
     fine-tune the last blocks of the backbones too (--finetune)."""
@@ -374,6 +381,7 @@ def train_cmd(
         ("keep_better_heads", keep_heads),
         ("augment", augment),
         ("views", views),
+        ("audio_backbone", audio_backbone),
     ):
         if value is not None:
             overrides[key] = value
@@ -395,6 +403,11 @@ def train_cmd(
             raise UsageError("give media folders or --features FILE.h5")
         if paths and features is not None:
             raise UsageError("give media folders or --features, not both")
+        if features is not None and audio_backbone is not None:
+            raise UsageError(
+                "--audio-backbone applies to media folders; a feature file already holds "
+                "its backbone's features"
+            )
         if bn is not None and bn not in ("frozen", "train"):
             raise UsageError(f"--bn must be one of frozen, train, got {bn!r}")
         _check_option_pairs(finetune, augment, unfreeze_blocks, bn, backbone_lr_scale,

@@ -89,14 +89,15 @@ def media_template(name: str, cfg: TrainConfig | None = None) -> ModelConfig:
     """Default backbones with their default weight files (hashes recorded); a fine-tuned
     tower's weights are replaced by the run's own file when training ends."""
     towers = {}
-    for modality, backbone in (("audio", "aisfx"), ("visual", "efficientnet-lite0")):
+    audio = cfg.audio_backbone if cfg is not None else "aisfx"
+    for modality, backbone in (("audio", audio), ("visual", "efficientnet-lite0")):
         info = BACKBONES[backbone]
         towers[modality] = TowerConfig(
             backbone, HeadConfig(info.dim), None, sha256_file(info.default_weights())
         )
-    description = "frozen aisfx + EfficientNet-Lite0, heads trained by `avsearch train`"
+    description = f"frozen {audio} + EfficientNet-Lite0, heads trained by `avsearch train`"
     if cfg is not None and cfg.finetuned:
-        names = {"audio": "aisfx", "visual": "EfficientNet-Lite0"}
+        names = {"audio": audio, "visual": "EfficientNet-Lite0"}
         parts = [
             f"{names[m]} (last {cfg.unfreeze_blocks} block(s) fine-tuned)"
             if m in cfg.finetuned
@@ -198,7 +199,7 @@ def run_train_media(
     epoch_progress: Callable[[EpochRecord], None] | None = None,
 ) -> TrainSummary:
     check_finetune_options(cfg)
-    backbones = Backbones()
+    backbones = Backbones(audio=cfg.audio_backbone)
     for modality in cfg.finetuned:
         # load it now: first loaded under Backbones.features' inference mode, its weights
         # would be inference tensors, which can never require gradients

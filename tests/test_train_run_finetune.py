@@ -183,6 +183,38 @@ def test_feature_files_cannot_be_finetuned(tmp_path: Path, flags: list[str]) -> 
     assert code == 2 and "need media, not feature files" in err and "Traceback" not in err
 
 
+def test_audio_backbone_needs_media(tmp_path: Path) -> None:
+    code, _, _, err = cli(
+        "train", "--features", str(tmp_path / "x.h5"), "--audio-backbone", "aisfx-cepstra",
+        "--out", str(tmp_path / "m"),
+    )  # fmt: skip
+    assert code == 2 and "--audio-backbone applies to media folders" in err, err
+
+
+@pytest.mark.slow
+def test_cepstra_backbone_trains_finetunes_and_serves(media: Path, tmp_path: Path) -> None:
+    """aisfx-cepstra through the real CLI: fine-tuning its aisfx tail (the template rides
+    along packed after the activations), then embed and query with the model directory."""
+    index, out = tmp_path / "index", tmp_path / "model"
+    code, summary, _, err = cli(
+        "--json", "--index", str(index), "train", str(media), *FINETUNE,
+        "--audio-backbone", "aisfx-cepstra", "--always-finetune", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0 and summary is not None, err
+    config = load_config(out)
+    assert config.audio.backbone == "aisfx-cepstra" and config.audio.head.in_dim == 720
+    assert config.audio.backbone_weights == BACKBONE_FILES["audio"]
+    assert "aisfx-cepstra (last 1 block(s) fine-tuned)" in config.description
+    code, emb, _, err = cli(
+        "--json", "--index", str(tmp_path / "e"), "embed", str(media), "--model", str(out)
+    )
+    assert code == 0 and emb is not None and emb["files"]["new"] == N_FILES, err
+    code, res, _, err = cli(
+        "--json", "--index", str(tmp_path / "e"), "query", str(media / "low" / "s0.wav")
+    )
+    assert code == 0 and res is not None and res["target"] == "visual" and res["results"], err
+
+
 def test_progress_shows_views_and_both_stages() -> None:
     console = Console(file=io.StringIO(), force_terminal=True)
     with TrainProgress(console, enabled=True, epochs=2, tail_epochs=1) as progress:

@@ -58,7 +58,13 @@ def _stage(backbone: nn.Module, names: tuple[str, ...], modality: str) -> nn.Mod
 class Tail(nn.Module):
     """Activations at the cut -> pooled backbone features; the backbone's own modules."""
 
-    def __init__(self, stages: list[nn.Module], modality: str, bn_mode: BNMode) -> None:
+    def __init__(
+        self,
+        stages: list[nn.Module],
+        modality: str,
+        bn_mode: BNMode,
+        packed: tuple[tuple[int, ...], int] | None = None,
+    ) -> None:
         super().__init__()
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {', '.join(BN_MODES)}, not {bn_mode!r}")
@@ -66,6 +72,9 @@ class Tail(nn.Module):
         self.pool = _Pool(modality)
         self.modality = modality
         self.bn_mode: BNMode = bn_mode
+        # (activation shape, extra width) when the prefix packs fixed extra features (the
+        # aisfx-cepstra template) after the flattened activations; they pass through as is.
+        self.packed = packed
 
     def train(self, mode: bool = True) -> Tail:
         super().train(mode)
@@ -76,6 +85,11 @@ class Tail(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.packed is not None:
+            shape, extra = self.packed
+            n = x.shape[1] - extra
+            act = x[:, :n].reshape(len(x), *shape)
+            return torch.cat([self.pool(self.stages(act)), x[:, n:]], dim=1)
         if self.modality == "visual":
             x = x.contiguous(memory_format=torch.channels_last)
         return self.pool(self.stages(x))
@@ -88,13 +102,18 @@ class _Prefix(nn.Module):
         self.frontend = getattr(backbone, "frontend", None) if modality == "audio" else None
         self.stages = nn.Sequential(*stages)
         self.backbone_pad = getattr(backbone, "_pad", None)
+        self.template = getattr(backbone, "template", None) if modality == "audio" else None
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        if self.modality == "audio":
-            assert self.frontend is not None and self.backbone_pad is not None
-            x = self.frontend(self.backbone_pad(x)).unsqueeze(1)
-        return self.stages(x)
+        if self.modality != "audio":
+            return self.stages(x)
+        assert self.frontend is not None and self.backbone_pad is not None
+        logmel = self.frontend(self.backbone_pad(x))
+        act = self.stages(logmel.unsqueeze(1))
+        if self.template is None:
+            return act
+        return torch.cat([act.flatten(1), self.template(logmel)], dim=1)
 
 
 @dataclass
@@ -148,8 +167,14 @@ def cut_backbone(
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
-    tail = Tail(tail_stages, modality, bn_mode)
+    prefix = _Prefix(backbone, prefix_stages, modality).eval()
+    packed = None
+    if prefix.template is not None:  # aisfx-cepstra: learn the activation shape once
+        window = getattr(backbone, "window_samples", 1)
+        with torch.no_grad():
+            probe = nn.Sequential(*prefix_stages)(prefix.frontend(torch.zeros(1, window))[:, None])
+        packed = (tuple(probe.shape[1:]), int(prefix.template.dim))
+    tail = Tail(tail_stages, modality, bn_mode, packed)
     for p in tail.parameters():
         p.requires_grad_(True)
-    prefix = _Prefix(backbone, prefix_stages, modality).eval()
     return BackboneCut(backbone, modality, n_blocks, prefix, tail)

@@ -43,16 +43,27 @@ def _aisfx_default() -> Path:
     return models_root() / "backbones" / "aisfx" / "model.safetensors"
 
 
-def _load_aisfx(path: Path | None) -> nn.Module:
-    from avsearch.encoders.aisfx import AisfxBackbone, load_aisfx
-
+def _aisfx_weights(path: Path | None) -> Path:
     weights = path or _aisfx_default()
     if not weights.exists():
         raise ModelError(
             f"aisfx weights not found at {weights}",
             hint="convert them once with `python -m avsearch.encoders.convert` (see models/README)",
         )
-    return AisfxBackbone(load_aisfx(weights))
+    return weights
+
+
+def _load_aisfx(path: Path | None) -> nn.Module:
+    from avsearch.encoders.aisfx import AisfxBackbone, load_aisfx
+
+    return AisfxBackbone(load_aisfx(_aisfx_weights(path)))
+
+
+def _load_aisfx_cepstra(path: Path | None) -> nn.Module:
+    from avsearch.encoders.aisfx import load_aisfx
+    from avsearch.encoders.cepstra import AisfxCepstraBackbone
+
+    return AisfxCepstraBackbone(load_aisfx(_aisfx_weights(path)))
 
 
 def _effnet_default() -> Path:
@@ -74,6 +85,15 @@ BACKBONES: dict[str, BackboneInfo] = {
         512,
         "sound-effects CNN (Ma & Lerch, ISMIR 2022), CC BY 4.0, 44.1 kHz log-mel input",
         _load_aisfx,
+        _aisfx_default,
+    ),
+    "aisfx-cepstra": BackboneInfo(
+        "aisfx-cepstra",
+        "audio",
+        720,
+        "aisfx plus an order-keeping cepstral template of the window (16 frames x 13 "
+        "cepstra below 4 kHz): tells spoken words apart across voices",
+        _load_aisfx_cepstra,
         _aisfx_default,
     ),
     "efficientnet-lite0": BackboneInfo(

@@ -30,6 +30,8 @@ MINER_STRATEGIES = ("hard", "semihard")
 LR_SCHEDULES = ("cosine", "constant")
 FINETUNE = ("none", "audio", "visual", "both")
 BN_MODES = ("frozen", "train")
+# audio backbones of avsearch.encoders.registry (kept torch-free here; a test checks they agree)
+AUDIO_BACKBONES = ("aisfx", "aisfx-cepstra")
 
 
 def flag(name: str) -> str:
@@ -100,6 +102,9 @@ class TrainConfig:
     # the heads stage competes as "epoch -1" of the tails stage: kept (backbones unchanged)
     # when no tails epoch reaches its validation MAP
     keep_better_heads: bool = True
+    # media mode: the audio backbone under the heads; aisfx-cepstra adds an order-keeping
+    # cepstral template to aisfx (speech across voices: docs/benchmarks.md, "loso")
+    audio_backbone: str = "aisfx"
     augment: bool = False  # seeded waveform / image augmentation (avsearch.augment defaults)
     views: int = 4  # stored views per item with --augment: view 0 as decoded + views-1 augmented
 
@@ -205,6 +210,7 @@ def _validate(c: TrainConfig) -> None:
         "lr_schedule": LR_SCHEDULES,
         "finetune": FINETUNE,
         "bn_mode": BN_MODES,
+        "audio_backbone": AUDIO_BACKBONES,
     }
     for name, allowed in choices.items():
         value = getattr(c, name)
