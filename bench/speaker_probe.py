@@ -35,6 +35,7 @@ from sklearn.preprocessing import StandardScaler
 
 from avsearch.datasets import avdigits
 from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES, LogMelFrontend
+from avsearch.encoders.cepstra import CepstralTemplate
 from avsearch.encoders.cut import cut_backbone
 from avsearch.encoders.registry import load_backbone
 from avsearch.media.decode import WindowSpec, audio_pieces
@@ -88,6 +89,8 @@ def main() -> None:
     else:
         act = cached("fsdd-all-aisfx-block3", f"{len(items)}", lambda: cut.activations(raw))
     feat = cut.features(act)
+    with torch.inference_mode():
+        template = CepstralTemplate()(torch.from_numpy(logmel)).numpy()
     t_feat = time.perf_counter() - t0
     probes: list[tuple[str, Callable[[], np.ndarray]]] = [
         ("aisfx embedding (512-d, what the heads see)", lambda: feat),
@@ -100,6 +103,14 @@ def main() -> None:
         (
             "time-normalised MFCC template (12 × 20)",
             lambda: np.stack([mfcc_template(m) for m in logmel]),
+        ),
+        (
+            "aisfx-cepstra's template (16 × 13, `avsearch/encoders/cepstra.py`)",
+            lambda: template,
+        ),
+        (
+            "aisfx-cepstra: aisfx embedding + template (720-d)",
+            lambda: np.concatenate([feat, template], 1),
         ),
     ]
     rows = []
@@ -134,7 +145,9 @@ No pooling of the frozen aisfx activations carries the digit across speakers muc
 than the embedding the heads already see, while a 1990s-style template that keeps the order
 of the sounds does: aisfx (trained on sound effects) answers "what kind of sound", and its
 global max over time drops "in which order", which is what tells digits apart across voices.
-Fine-tuning its last block can only partly relearn this from 4 speakers (the "loso" section).
+Fine-tuning its last block can only partly relearn this from 4 speakers (the "loso" section);
+the `aisfx-cepstra` audio backbone (`train --audio-backbone aisfx-cepstra`) adds the
+template to the embedding instead.
 """,
     )
 
