@@ -224,7 +224,11 @@ def run_train_media(
             for m in cfg.finetuned
         }
         encode = _view_encoder(cfg, backbones, cuts, SAMPLE_RATE)
-        views_decoded = add_views(files, recomputed, encode, spec, progress=file_progress)
+        views_decoded = add_views(
+            files, recomputed, encode, spec, progress=file_progress, failures=stats.failures
+        )
+        if not files:
+            raise UsageError("no media file decoded a second time for the views; see above")
     pairs = build_pairs(files, seed=cfg.seed)
     data: FeatureSet | TrainData
     if recomputed:

@@ -136,28 +136,30 @@ def add_views(
     image_size: int = 224,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
     batch_size: int = 32,
+    failures: list[tuple[str, str]] | None = None,
 ) -> int:
     """Decode ``files`` again and set each window's vector of ``modalities`` to its views
     (``encode``); the other modalities' vectors become one-view ``[1, D]`` arrays. Returns
-    the number of files decoded. A file that no longer decodes is a ``MediaError``."""
+    the number of files decoded.
+
+    A file that no longer decodes, or decodes to other windows than its cached features
+    (changed on disk since), is reported, appended to ``failures`` as ``(path, reason)`` and
+    removed from ``files``: the rest trains, as when the first pass skips a file."""
     report = progress or (lambda e, d: None)
     if modalities:
         report("discovered", {"files": len(files), "stage": "views"})
+    kept: list[FileFeatures] = []
     for f in files:
         views: dict[tuple[str, int], np.ndarray] = {}
         if modalities:
-            pieces = list(file_pieces(f.file.path, f.file.kind, spec, image_size))
-            for modality in modalities:
-                wanted = {w.idx for w in f.windows if w.modality == modality}
-                chosen = [p for p in pieces if p.modality == modality and p.index in wanted]
-                if len(chosen) != len(wanted):
-                    raise MediaError(f.file.path, "decoded differently from the cached features")
-                for i in range(0, len(chosen), batch_size):
-                    chunk = chosen[i : i + batch_size]
-                    seed = zlib.crc32(f"{f.file.path}#{modality}#{chunk[0].index}".encode())
-                    out = encode(modality, np.stack([p.data for p in chunk]), seed)
-                    for p, v in zip(chunk, out, strict=True):
-                        views[(modality, p.index)] = v
+            try:
+                views = _file_views(f, modalities, encode, spec, image_size, batch_size)
+            except MediaError as exc:
+                log.warning("skipping %s in the views pass: %s", f.file.path, exc.reason)
+                if failures is not None:
+                    failures.append((str(f.file.path), exc.reason))
+                report("file", {"path": str(f.file.path), "ok": False})
+                continue
             report("file", {"path": str(f.file.path), "ok": True})
         f.windows = [
             replace(w, vector=views[(w.modality, w.idx)])
@@ -165,7 +167,34 @@ def add_views(
             else replace(w, vector=np.asarray(w.vector)[None])
             for w in f.windows
         ]
-    return len(files) if modalities else 0
+        kept.append(f)
+    decoded = len(files) if modalities else 0
+    files[:] = kept
+    return decoded
+
+
+def _file_views(
+    f: FileFeatures,
+    modalities: tuple[str, ...],
+    encode: Encoder,
+    spec: WindowSpec,
+    image_size: int,
+    batch_size: int,
+) -> dict[tuple[str, int], np.ndarray]:
+    views: dict[tuple[str, int], np.ndarray] = {}
+    pieces = list(file_pieces(f.file.path, f.file.kind, spec, image_size))
+    for modality in modalities:
+        wanted = {w.idx for w in f.windows if w.modality == modality}
+        chosen = [p for p in pieces if p.modality == modality and p.index in wanted]
+        if len(chosen) != len(wanted):
+            raise MediaError(f.file.path, "decoded differently from the cached features")
+        for i in range(0, len(chosen), batch_size):
+            chunk = chosen[i : i + batch_size]
+            seed = zlib.crc32(f"{f.file.path}#{modality}#{chunk[0].index}".encode())
+            out = encode(modality, np.stack([p.data for p in chunk]), seed)
+            for p, v in zip(chunk, out, strict=True):
+                views[(modality, p.index)] = v
+    return views
 
 
 def _stack(rows: list[np.ndarray]) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 from avsearch.encoders.backbones import Backbones
 from avsearch.errors import UsageError
 from avsearch.media.decode import WindowSpec
-from avsearch.trainset import build_pairs, extract_features
+from avsearch.trainset import add_views, build_pairs, extract_features
 from tests.mediagen import write_mp4, write_png, write_truncated, write_wav
 
 pytestmark = pytest.mark.slow
@@ -48,3 +48,30 @@ def test_no_labels_is_a_usage_error(tmp_path: Path) -> None:
     files, _ = extract_features([tmp_path], tmp_path / "cache", Backbones(), SPEC, _parent)
     with pytest.raises(UsageError, match="no labelled media"):
         build_pairs(files)
+
+
+def test_a_file_that_fails_the_views_pass_is_skipped(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    for name in ("a", "b", "c"):
+        write_wav(media / "red" / f"{name}.wav", seconds=1.0)
+    write_png(media / "red" / "p.png", (200, 20, 20))
+    files, stats = extract_features([media], tmp_path / "cache", Backbones(), SPEC, _parent)
+    assert len(files) == 4 and not stats.failures
+    (media / "red" / "b.wav").write_bytes(b"not a wav any more")  # changed between passes
+    seen: list[tuple[str, dict]] = []
+    failures: list[tuple[str, str]] = []
+
+    def encode(modality: str, batch: np.ndarray, seed: int) -> np.ndarray:
+        return np.ones((len(batch), 2, 3), np.float32)
+
+    decoded = add_views(
+        files, ("audio",), encode, SPEC, progress=lambda e, d: seen.append((e, d)),
+        failures=failures,
+    )  # fmt: skip
+    assert decoded == 4
+    assert [Path(f.file.path).name for f in files] == ["a.wav", "c.wav", "p.png"]
+    assert [Path(p).name for p, _ in failures] == ["b.wav"]
+    assert ("file", {"path": str(media / "red" / "b.wav"), "ok": False}) in seen
+    for f in files:
+        for w in f.windows:
+            assert w.vector.shape == ((2, 3) if w.modality == "audio" else (1, 1280))
