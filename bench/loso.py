@@ -16,7 +16,11 @@ Recipes (cumulative), all the PSD method of ``avsearch train`` at labeled ratio 
 - ``+ft audio``: ``+aug`` heads, then the last aisfx block fine-tuned with them for
   ``--ft-epochs`` epochs (``avsearch.train.finetune_run``, BatchNorm statistics frozen);
 - ``+ft both``: also the last EfficientNet-Lite0 block;
-- ``+ft audio, BN train`` (ratio 1.0): like ``+ft audio`` with BatchNorm in train mode.
+- ``+ft audio, BN train`` (ratio 1.0): like ``+ft audio`` with BatchNorm in train mode;
+- ``cepstra``, ``cepstra +aug``, ``cepstra +ft audio``: ``frozen``, ``+aug`` and ``+ft audio``
+  on the ``aisfx-cepstra`` audio backbone (aisfx + an order-keeping cepstral template,
+  ``avsearch/encoders/cepstra.py``); ``--no-cepstra`` skips them, ``--no-cepstra-aug`` keeps
+  only the first, ``--only-cepstra`` runs only them.
 
 Backbone passes are done once: activations at the cut before the last block of each
 backbone, for every view (float16), and the features from them; cached under
@@ -43,6 +47,7 @@ from PIL import Image
 from avsearch.augment import AudioAugmentConfig, VisualAugmentConfig, augment_audio, augment_images
 from avsearch.datasets import avdigits
 from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
+from avsearch.encoders.cepstra import CepstralTemplate
 from avsearch.encoders.cut import BackboneCut, cut_backbone
 from avsearch.encoders.efficientnet import preprocess_image
 from avsearch.encoders.registry import load_backbone
@@ -56,6 +61,9 @@ from avsearch.train.views import TrainData, Views, build_views
 
 SPEAKERS = ("george", "jackson", "nicolas", "theo", "yweweler")
 RECIPES = ("frozen", "+aug", "+ft audio", "+ft both", "+ft audio, BN train")
+# the same recipes on the aisfx-cepstra audio backbone (aisfx + an order-keeping template)
+CEPSTRA_RECIPES = ("cepstra", "cepstra +aug", "cepstra +ft audio")
+ALL_RECIPES = RECIPES + CEPSTRA_RECIPES
 AUDIO_AUG = AudioAugmentConfig(
     speed_range=(0.85, 1.15),
     gain=False,  # a no-op for aisfx (it peak-normalises each window)
@@ -111,6 +119,22 @@ def load_data(data: Path, views: int) -> dict[str, Any]:
         "audio": (raw_audio, lambda b, rng: augment_audio(b, AUDIO_AUG, rng)),
         "visual": (raw_images, lambda b, rng: augment_images(b, VISUAL_AUG, rng)),
     }
+    template = CepstralTemplate()
+    frontend = cuts["audio"].prefix.frontend
+    pad = cuts["audio"].prefix.backbone_pad
+    assert frontend is not None and pad is not None
+
+    def templates(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return template(frontend(pad(torch.from_numpy(np.asarray(batch, np.float32)))))
+
+    def template_views() -> np.ndarray:
+        # build_views seeds view k of each chunk from (seed, k, chunk start): these are the
+        # templates of exactly the waveforms behind the cached activations
+        t0 = time.perf_counter()
+        out = build_views(raw_audio(), templates, n_views=views, augment=augmenters["audio"][1])
+        print(f"cepstral template views: {time.perf_counter() - t0:.0f} s", flush=True)
+        return out.data
 
     act = {
         m: cached_array(f"loso-{m}-act-v{views}", lambda m=m: make_views(m, *augmenters[m]))
@@ -122,6 +146,11 @@ def load_data(data: Path, views: int) -> dict[str, Any]:
         )
         for m in ("audio", "visual")
     }
+    tpl = cached_array(f"loso-audio-cepstra-v{views}", template_views)
+    feats["audio-cepstra"] = np.concatenate([feats["audio"], tpl], axis=2)
+    cepstra_cut = cut_backbone(load_backbone("aisfx-cepstra"), "audio", 1)
+    cuts["audio-cepstra"] = cepstra_cut
+    act["audio-cepstra"] = _Packed(act["audio"], tpl)  # built per fold, on demand
     n_img_train = len(sub)
     return {
         "speaker": np.array([i.speaker for i in items]),
@@ -134,6 +163,19 @@ def load_data(data: Path, views: int) -> dict[str, Any]:
         "feat": feats,
         "cuts": cuts,
     }
+
+
+class _Packed:
+    """aisfx-cepstra activations at the cut (flattened block-3 activations, then the
+    template), assembled for the rows asked for only: all of them would take 1.1 GB."""
+
+    def __init__(self, act: np.ndarray, tpl: np.ndarray) -> None:
+        self.act, self.tpl = act, tpl
+
+    def __getitem__(self, key: tuple[Any, ...]) -> np.ndarray:
+        a = np.asarray(self.act[key])
+        t = np.asarray(self.tpl[key]).astype(a.dtype)
+        return np.concatenate([a.reshape(*a.shape[: t.ndim - 1], -1), t], axis=-1)
 
 
 def fold_indices(d: dict[str, Any], fold: str) -> tuple[np.ndarray, np.ndarray]:
@@ -159,21 +201,24 @@ def run_fold(
     feat, act, cuts = d["feat"], d["act"], d["cuts"]
     rows = []
 
-    def evaluate(result: TrainResult, tails: tuple[str, ...]) -> dict[str, float]:
+    def evaluate(result: TrainResult, tails: tuple[str, ...], audio: str) -> dict[str, float]:
         emb = {}
         for m, (idx, _) in test.items():
-            src = act[m] if m in tails else feat[m]
+            key = audio if m == "audio" else m
+            src = act[key] if m in tails else feat[key]
             emb[m] = embed_tower(result.nets, m, np.asarray(src[idx, 0], np.float32))
         r = evaluate_cross_modal(emb["audio"], test["audio"][1], emb["visual"], test["visual"][1])
         return {"a2v": r.a2v_map, "v2a": r.v2a_map, "map": r.map}
 
-    def record(recipe: str, result: TrainResult, tails: tuple[str, ...], secs: float) -> None:
+    def record(
+        recipe: str, result: TrainResult, tails: tuple[str, ...], secs: float, audio: str = "audio"
+    ) -> None:
         ep = [h.seconds for h in result.history]
         row = {
             "fold": fold,
             "ratio": ratio,
             "recipe": recipe,
-            **evaluate(result, tails),
+            **evaluate(result, tails, audio),
             "seconds": round(secs, 1),
             "sec_per_epoch": round(float(np.mean(ep)), 2),
             "epochs": len(ep),
@@ -183,25 +228,26 @@ def run_fold(
             fh.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
 
-    def data(n_views: int, tails: tuple[str, ...]) -> TrainData:
-        a = act["audio"] if "audio" in tails else feat["audio"]
+    def data(n_views: int, tails: tuple[str, ...], audio: str = "audio") -> TrainData:
+        a = act[audio] if "audio" in tails else feat[audio]
         v = act["visual"] if "visual" in tails else feat["visual"]
         return TrainData(views_of(a, tr, n_views), views_of(v, partner, n_views), y)
 
     with tempfile.TemporaryDirectory(prefix="avsearch-loso-") as tmp:
-        t0 = time.perf_counter()
-        frozen = train(data(1, ()), mask, cfg, Path(tmp) / "frozen")
-        record("frozen", frozen, (), time.perf_counter() - t0)
-        t0 = time.perf_counter()
         aug_cfg = cfg.replace(augment=True, views=args.views)
-        aug = train(data(args.views, ()), mask, aug_cfg, Path(tmp) / "aug")
-        record("+aug", aug, (), time.perf_counter() - t0)
         plans = [("+ft audio", ("audio",), "frozen"), ("+ft both", ("audio", "visual"), "frozen")]
+        if not args.only_cepstra:
+            t0 = time.perf_counter()
+            frozen = train(data(1, ()), mask, cfg, Path(tmp) / "frozen")
+            record("frozen", frozen, (), time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            aug = train(data(args.views, ()), mask, aug_cfg, Path(tmp) / "aug")
+            record("+aug", aug, (), time.perf_counter() - t0)
         if ratio == 1.0 and args.bn_compare:
             plans.append(("+ft audio, BN train", ("audio",), "train"))
         if ratio not in args.ft_ratios or fold not in args.ft_folds:
             plans = []
-        plans = [p for p in plans if p[0] in args.ft_recipes]
+        plans = [p for p in plans if p[0] in args.ft_recipes and not args.only_cepstra]
         for recipe, tails, bn in plans:
             original = {m: _state(cuts[m]) for m in tails}
             for m in tails:
@@ -220,11 +266,47 @@ def run_fold(
             for m in tails:  # next run starts from the pretrained backbone again
                 cuts[m].tail.load_state_dict(original[m])
                 cuts[m].tail.bn_mode = "frozen"
+        if not args.cepstra:
+            return rows
+        t0 = time.perf_counter()
+        cep = train(data(1, (), "audio-cepstra"), mask, cfg, Path(tmp) / "cepstra")
+        record("cepstra", cep, (), time.perf_counter() - t0, "audio-cepstra")
+        if not args.cepstra_aug:
+            return rows
+        t0 = time.perf_counter()
+        cep_aug = train(data(args.views, (), "audio-cepstra"), mask, aug_cfg, Path(tmp) / "c-aug")
+        record("cepstra +aug", cep_aug, (), time.perf_counter() - t0, "audio-cepstra")
+        if (
+            "cepstra +ft audio" in args.ft_recipes
+            and ratio in args.ft_ratios
+            and (fold in args.ft_folds)
+        ):
+            cut = cuts["audio-cepstra"]
+            original_tail = _state(cut)
+            t0 = time.perf_counter()
+            result = train_finetune(
+                data(args.views, ("audio",), "audio-cepstra"),
+                mask,
+                aug_cfg.replace(finetune="audio", audio_backbone="aisfx-cepstra"),
+                Path(tmp) / "c-ft",
+                cuts={"audio": cut},
+                stage1=cep_aug,
+            )
+            record("cepstra +ft audio", result, ("audio",), time.perf_counter() - t0,
+                   "audio-cepstra")  # fmt: skip
+            cut.tail.load_state_dict(original_tail)
     return rows
 
 
 def _state(cut: BackboneCut) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in cut.tail.state_dict().items()}
+
+
+LOG_NOTE = (
+    "Each row is the latest logged run of that fold, ratio and recipe; runs were split over "
+    "sessions with `--append`, so `s/epoch` mixes load levels of this shared machine. "
+    "'n' counts held-out speakers."
+)
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -243,7 +325,7 @@ def summarise(rows: list[dict[str, Any]], ratios: list[float]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for ratio in ratios:
-        for recipe in RECIPES:
+        for recipe in ALL_RECIPES:
             sel = [r for r in rows if r["recipe"] == recipe and r["ratio"] == ratio]
             loso = [r for r in sel if r["fold"] != "official"]
             off = [r for r in sel if r["fold"] == "official"]
@@ -269,6 +351,20 @@ def summarise(rows: list[dict[str, Any]], ratios: list[float]) -> str:
     return "\n".join(lines)
 
 
+def per_fold(rows: list[dict[str, Any]], ratios: list[float]) -> str:
+    """MAP per held-out speaker and recipe: the means above can cover different folds."""
+    folds = [f for f in (*SPEAKERS, "official") if any(r["fold"] == f for r in rows)]
+    lines = ["| recipe | ratio | " + " | ".join(folds) + " |", "|---|---|" + "---|" * len(folds)]
+    for ratio in ratios:
+        for recipe in ALL_RECIPES:
+            sel = [r for r in rows if r["recipe"] == recipe and r["ratio"] == ratio]
+            got = {r["fold"]: r["map"] for r in sel}
+            if got:
+                cells = [f"{got[f]:.3f}" if f in got else "-" for f in folds]
+                lines.append(f"| {recipe} | {ratio:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--views", type=int, default=3)
@@ -278,7 +374,24 @@ def main() -> None:
     ap.add_argument("--no-bn-compare", dest="bn_compare", action="store_false")
     ap.add_argument("--ft-ratios", nargs="+", type=float, default=[0.1, 1.0])
     ap.add_argument("--ft-folds", nargs="+", default=[*SPEAKERS, "official"])
-    ap.add_argument("--ft-recipes", nargs="+", default=list(RECIPES[2:]))
+    ap.add_argument("--ft-recipes", nargs="+", default=[*RECIPES[2:], CEPSTRA_RECIPES[2]])
+    ap.add_argument(
+        "--no-cepstra",
+        dest="cepstra",
+        action="store_false",
+        help="skip the recipes on the aisfx-cepstra audio backbone",
+    )
+    ap.add_argument(
+        "--no-cepstra-aug",
+        dest="cepstra_aug",
+        action="store_false",
+        help="of the aisfx-cepstra recipes, run only the frozen one",
+    )
+    ap.add_argument(
+        "--only-cepstra",
+        action="store_true",
+        help="run only the aisfx-cepstra recipes (the aisfx ones are already logged)",
+    )
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument(
         "--append",
@@ -292,13 +405,15 @@ def main() -> None:
     args = ap.parse_args()
     if args.from_log:
         logged = read_log(OUT / "loso.jsonl")
-        table = summarise(logged, sorted({r["ratio"] for r in logged}))
+        ratios = sorted({r["ratio"] for r in logged})
+        table = summarise(logged, ratios) + "\n\nPer fold (MAP):\n\n" + per_fold(logged, ratios)
         print(table)
         if not args.no_write:
             write_section(
                 "loso",
                 f"## Leave-one-speaker-out (`python bench/loso.py`)\n\n"
-                f"{machine_line()}. Rows logged so far (`--from-log`).\n\n{table}\n",
+                f"{machine_line()}. Rows logged so far (`--from-log`; recipes in the "
+                f"docstring of bench/loso.py). {LOG_NOTE}\n\n{table}\n",
             )
         return
     data = shared_data()
