@@ -28,14 +28,18 @@ def _tones(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return waves, labels
 
 
+def _tones_and_cut(n: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """Seeded tones, a fresh aisfx, its state before training and its last-block cut."""
+    torch.manual_seed(0)
+    waves, labels = _tones(n, rng)
+    backbone = load_backbone("aisfx")
+    return waves, labels, backbone, backbone_state(backbone), cut_backbone(backbone, "audio", 1)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    waves, labels = _tones(24, rng)
-    backbone = load_backbone("aisfx")
-    before = backbone_state(backbone)
-    cut = cut_backbone(backbone, "audio", 1)
+    waves, labels, backbone, before, cut = _tones_and_cut(24, rng)
     aug = AudioAugmentConfig(snr_db=(20.0, 30.0))
     audio = build_views(
         waves, cut.activations, n_views=2, augment=lambda b, r: augment_audio(b, aug, r)
@@ -104,12 +108,7 @@ def test_build_views_is_seeded() -> None:
 def test_a_worse_finetune_keeps_the_heads_stage(tmp_path: Path) -> None:
     """A tails stage that wrecks the backbone (learning rate ×10⁴) loses to the heads stage on
     validation: the model keeps the pretrained backbone and the stage-1 heads' vectors."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(1)
-    waves, labels = _tones(30, rng)
-    backbone = load_backbone("aisfx")
-    before = backbone_state(backbone)
-    cut = cut_backbone(backbone, "audio", 1)
+    waves, labels, backbone, before, cut = _tones_and_cut(30, np.random.default_rng(1))
     audio = build_views(waves, cut.activations, n_views=1, augment=None)
     visual = Views((np.eye(3)[labels][:, None, :] * 3).astype(np.float32))
     data = TrainData(audio, visual, labels)
