@@ -47,7 +47,6 @@ from PIL import Image
 from avsearch.augment import AudioAugmentConfig, VisualAugmentConfig, augment_audio, augment_images
 from avsearch.datasets import avdigits
 from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
-from avsearch.encoders.cepstra import CepstralTemplate
 from avsearch.encoders.cut import BackboneCut, cut_backbone
 from avsearch.encoders.efficientnet import preprocess_image
 from avsearch.encoders.registry import load_backbone
@@ -119,14 +118,12 @@ def load_data(data: Path, views: int) -> dict[str, Any]:
         "audio": (raw_audio, lambda b, rng: augment_audio(b, AUDIO_AUG, rng)),
         "visual": (raw_images, lambda b, rng: augment_images(b, VISUAL_AUG, rng)),
     }
-    template = CepstralTemplate()
-    frontend = cuts["audio"].prefix.frontend
-    pad = cuts["audio"].prefix.backbone_pad
-    assert frontend is not None and pad is not None
+    cepstra = load_backbone("aisfx-cepstra")
 
-    def templates(batch: np.ndarray) -> np.ndarray:
+    def templates(batch: np.ndarray) -> np.ndarray:  # the backbone's own template module
         with torch.no_grad():
-            return template(frontend(pad(torch.from_numpy(np.asarray(batch, np.float32)))))
+            waves = torch.from_numpy(np.asarray(batch, np.float32))
+            return cepstra.template(cepstra.frontend(cepstra._pad(waves))).numpy()
 
     def template_views() -> np.ndarray:
         # build_views seeds view k of each chunk from (seed, k, chunk start): these are the
@@ -148,8 +145,7 @@ def load_data(data: Path, views: int) -> dict[str, Any]:
     }
     tpl = cached_array(f"loso-audio-cepstra-v{views}", template_views)
     feats["audio-cepstra"] = np.concatenate([feats["audio"], tpl], axis=2)
-    cepstra_cut = cut_backbone(load_backbone("aisfx-cepstra"), "audio", 1)
-    cuts["audio-cepstra"] = cepstra_cut
+    cuts["audio-cepstra"] = cut_backbone(cepstra, "audio", 1)
     act["audio-cepstra"] = _Packed(act["audio"], tpl)  # built per fold, on demand
     n_img_train = len(sub)
     return {

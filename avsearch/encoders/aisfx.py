@@ -177,7 +177,11 @@ class AisfxBackbone(nn.Module):
         """
         if waves.ndim != 2:
             raise ValueError(f"expected waveforms of shape [B, N], got {tuple(waves.shape)}")
-        return self.net(self.frontend(self._pad(waves)))
+        return self.from_logmel(self.frontend(self._pad(waves)))
+
+    def from_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
+        """The features of front-end output ``[B, T, 96]`` (subclasses add their own)."""
+        return self.net(logmel)
 
     def embed(self, waves: np.ndarray) -> np.ndarray:
         """``float32 [B, n]`` with ``n <= window_samples`` -> ``float32 [B, 512]``.

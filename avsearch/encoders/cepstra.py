@@ -91,9 +91,13 @@ class CepstralTemplate(nn.Module):
         lo = pos.floor().long().clamp(0, t - 1)
         hi = (lo + 1).clamp_max(t - 1)
         w = (pos - lo.float()).unsqueeze(2)
-        gather = lambda i: torch.gather(cep, 1, i.unsqueeze(2).expand(-1, -1, cep.shape[2]))  # noqa: E731
-        out = gather(lo) * (1 - w) + gather(hi) * w  # [B, frames, n_cep]
+        out = _frames(cep, lo) * (1 - w) + _frames(cep, hi) * w  # [B, frames, n_cep]
         return out.reshape(b, -1)
+
+
+def _frames(cep: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx [B, F]`` of each item's ``cep [B, T, C]`` -> ``[B, F, C]``."""
+    return torch.gather(cep, 1, idx.unsqueeze(2).expand(-1, -1, cep.shape[2]))
 
 
 class AisfxCepstraBackbone(AisfxBackbone):
@@ -110,8 +114,5 @@ class AisfxCepstraBackbone(AisfxBackbone):
         super().__init__(net=net, weights=weights)
         self.template = CepstralTemplate()
 
-    def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        if waves.ndim != 2:
-            raise ValueError(f"expected waveforms of shape [B, N], got {tuple(waves.shape)}")
-        logmel = self.frontend(self._pad(waves))
+    def from_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.net(logmel), self.template(logmel)], dim=1)

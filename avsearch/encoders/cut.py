@@ -172,7 +172,7 @@ def cut_backbone(
     if prefix.template is not None:  # aisfx-cepstra: learn the activation shape once
         window = getattr(backbone, "window_samples", 1)
         with torch.no_grad():
-            probe = nn.Sequential(*prefix_stages)(prefix.frontend(torch.zeros(1, window))[:, None])
+            probe = prefix.stages(prefix.frontend(torch.zeros(1, window))[:, None])
         packed = (tuple(probe.shape[1:]), int(prefix.template.dim))
     tail = Tail(tail_stages, modality, bn_mode, packed)
     for p in tail.parameters():
