@@ -354,8 +354,9 @@ def train_cmd(
     audio_backbone: Annotated[
         str | None,
         typer.Option(
-            help="Audio backbone (media mode): aisfx | aisfx-cepstra (aisfx + an order-keeping "
-            "cepstral template; better for speech across voices) [aisfx]."
+            help="Audio backbone (media mode): aisfx-cepstra (aisfx + an order-keeping cepstral "
+            "template; the default model's, better for speech across voices) | aisfx "
+            "[aisfx-cepstra]."
         ),
     ] = None,
 ) -> None:

@@ -89,7 +89,7 @@ def media_template(name: str, cfg: TrainConfig | None = None) -> ModelConfig:
     """Default backbones with their default weight files (hashes recorded); a fine-tuned
     tower's weights are replaced by the run's own file when training ends."""
     towers = {}
-    audio = cfg.audio_backbone if cfg is not None else "aisfx"
+    audio = (cfg or TrainConfig()).audio_backbone
     for modality, backbone in (("audio", audio), ("visual", "efficientnet-lite0")):
         info = BACKBONES[backbone]
         towers[modality] = TowerConfig(
@@ -120,7 +120,7 @@ def check_finetune_options(cfg: TrainConfig) -> None:
     for modality in cfg.finetuned:
         n = block_count(modality)
         if cfg.unfreeze_blocks > n:
-            backbone = "aisfx" if modality == "audio" else "EfficientNet-Lite0"
+            backbone = cfg.audio_backbone if modality == "audio" else "EfficientNet-Lite0"
             raise UsageError(
                 f"--unfreeze-blocks must be in 1..{n} when fine-tuning the {modality} "
                 f"backbone ({backbone} has {n} blocks), got {cfg.unfreeze_blocks}"

@@ -102,9 +102,10 @@ class TrainConfig:
     # the heads stage competes as "epoch -1" of the tails stage: kept (backbones unchanged)
     # when no tails epoch reaches its validation MAP
     keep_better_heads: bool = True
-    # media mode: the audio backbone under the heads; aisfx-cepstra adds an order-keeping
-    # cepstral template to aisfx (speech across voices: docs/benchmarks.md, "loso")
-    audio_backbone: str = "aisfx"
+    # media mode: the audio backbone under the heads; aisfx-cepstra (the default model's)
+    # adds an order-keeping cepstral template to aisfx, which carries words across voices
+    # (docs/benchmarks.md, "loso"); aisfx alone is the plain sound-effects embedding
+    audio_backbone: str = "aisfx-cepstra"
     augment: bool = False  # seeded waveform / image augmentation (avsearch.augment defaults)
     views: int = 4  # stored views per item with --augment: view 0 as decoded + views-1 augmented
 
