@@ -187,7 +187,8 @@ def markdown(
         rows.append(_row(name, c, [f"{c.n_audio} / {c.n_visual}", "–"]))
     failures = sum(run.summary.failed for run in runs)
     workers = EmbedConfig().workers
-    trained = model.config.training.get("results", {})
+    training = model.config.training
+    trained = training.get("test_results", training.get("results", {}))  # older configs
     feature_map = trained.get("avdigits_test_map")
     feature_note = ""
     if isinstance(feature_map, float):
