@@ -24,7 +24,10 @@ Recipes (cumulative), all the PSD method of ``avsearch train`` at labeled ratio 
 
 Backbone passes are done once: activations at the cut before the last block of each
 backbone, for every view (float16), and the features from them; cached under
-``bench/out/cache``. Writes the "loso" section of docs/benchmarks.md.
+``bench/out/cache``. Each (fold, ratio) is one task; ``--jobs`` tasks (default 2, this
+machine's cores) run at once in forked workers with 1 torch thread each: training on 2
+threads is not bit-reproducible (float sums in a different order), on 1 it is. Writes the
+"loso" section of docs/benchmarks.md.
 
     python bench/loso.py                    # full run
     python bench/loso.py --folds george --ratios 1.0 --no-write   # a quick look
@@ -34,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +223,7 @@ def run_fold(
             "seconds": round(secs, 1),
             "sec_per_epoch": round(float(np.mean(ep)), 2),
             "epochs": len(ep),
+            "threads": torch.get_num_threads(),
         }
         rows.append(row)
         with log.open("a") as fh:
@@ -294,14 +300,23 @@ def run_fold(
     return rows
 
 
+_FORKED: dict[str, Any] = {}
+
+
+def _run_task(task: tuple[str, float]) -> list[dict[str, Any]]:
+    fold, ratio = task
+    return run_fold(_FORKED["d"], fold, ratio, _FORKED["args"], _FORKED["log"])
+
+
 def _state(cut: BackboneCut) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in cut.tail.state_dict().items()}
 
 
 LOG_NOTE = (
-    "Each row is the latest logged run of that fold, ratio and recipe; runs were split over "
-    "sessions with `--append`, so `s/epoch` mixes load levels of this shared machine. "
-    "'n' counts held-out speakers."
+    "Each row is the latest logged run of that fold, ratio and recipe (`--append` keeps rows "
+    "of earlier invocations); every run trains on 1 torch thread, 2 runs at a time "
+    "(`--jobs 2`), so rows are bit-reproducible and `s/epoch` is per core while the other "
+    "core is busy too. 'n' counts held-out speakers."
 )
 
 
@@ -388,6 +403,13 @@ def main() -> None:
         action="store_true",
         help="run only the aisfx-cepstra recipes (the aisfx ones are already logged)",
     )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="(fold, ratio) runs in parallel, one torch thread each: single-threaded training "
+        "is bit-reproducible, 2 threads are not (2 = this machine's cores)",
+    )
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument(
         "--append",
@@ -412,6 +434,7 @@ def main() -> None:
                 f"docstring of bench/loso.py). {LOG_NOTE}\n\n{table}\n",
             )
         return
+    torch.set_num_threads(1)  # before any torch work, so forked workers inherit it safely
     data = shared_data()
     t_start = time.perf_counter()
     d = load_data(data, args.views)
@@ -420,10 +443,19 @@ def main() -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     if not args.append:
         log.write_text("")
+    tasks = [(fold, ratio) for ratio in args.ratios for fold in args.folds]
     rows: list[dict[str, Any]] = []
-    for ratio in args.ratios:
-        for fold in args.folds:
+    if args.jobs <= 1:
+        for fold, ratio in tasks:
             rows += run_fold(d, fold, ratio, args, log)
+    else:
+        # forked workers inherit the memory-mapped caches and the backbone cuts (nothing
+        # large is pickled); each task is one (fold, ratio), the longest (ft) ones first
+        _FORKED.update(d=d, args=args, log=log)
+        tasks.sort(key=lambda t: (t[0] not in args.ft_folds, t[1] not in args.ft_ratios))
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork")) as pool:
+            for part in pool.map(_run_task, tasks):
+                rows += part
     total = time.perf_counter() - t_start
     if args.append:
         rows = read_log(log)
