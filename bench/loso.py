@@ -63,7 +63,6 @@ from avsearch.train.finetune_run import feature_views, train_finetune
 from avsearch.train.loop import TrainResult, embed_tower
 from avsearch.train.views import TrainData, Views, build_views
 
-SPEAKERS = ("george", "jackson", "nicolas", "theo", "yweweler")
 RECIPES = ("frozen", "+aug", "+ft audio", "+ft both", "+ft audio, BN train")
 # the same recipes on the aisfx-cepstra audio backbone (aisfx + an order-keeping template)
 CEPSTRA_RECIPES = ("cepstra", "cepstra +aug", "cepstra +ft audio")
@@ -364,7 +363,7 @@ def summarise(rows: list[dict[str, Any]], ratios: list[float]) -> str:
 
 def per_fold(rows: list[dict[str, Any]], ratios: list[float]) -> str:
     """MAP per held-out speaker and recipe: the means above can cover different folds."""
-    folds = [f for f in (*SPEAKERS, "official") if any(r["fold"] == f for r in rows)]
+    folds = [f for f in (*avdigits.SPEAKERS, "official") if any(r["fold"] == f for r in rows)]
     lines = ["| recipe | ratio | " + " | ".join(folds) + " |", "|---|---|" + "---|" * len(folds)]
     for ratio in ratios:
         for recipe in ALL_RECIPES:
@@ -380,11 +379,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--views", type=int, default=3)
     ap.add_argument("--ft-epochs", type=int, default=2)
-    ap.add_argument("--folds", nargs="+", default=[*SPEAKERS, "official"])
+    ap.add_argument("--folds", nargs="+", default=[*avdigits.SPEAKERS, "official"])
     ap.add_argument("--ratios", nargs="+", type=float, default=[0.1, 1.0])
     ap.add_argument("--no-bn-compare", dest="bn_compare", action="store_false")
     ap.add_argument("--ft-ratios", nargs="+", type=float, default=[0.1, 1.0])
-    ap.add_argument("--ft-folds", nargs="+", default=[*SPEAKERS, "official"])
+    ap.add_argument("--ft-folds", nargs="+", default=[*avdigits.SPEAKERS, "official"])
     ap.add_argument("--ft-recipes", nargs="+", default=[*RECIPES[2:], CEPSTRA_RECIPES[2]])
     ap.add_argument(
         "--no-cepstra",

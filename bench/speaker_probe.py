@@ -40,7 +40,6 @@ from avsearch.encoders.cut import cut_backbone
 from avsearch.encoders.registry import load_backbone
 from avsearch.media.decode import WindowSpec, audio_pieces
 
-SPEAKERS = ("george", "jackson", "nicolas", "theo", "yweweler")
 MEL_BELOW_4K = 56  # HTK mel bands 0-55 of aisfx's 96 (0-22.05 kHz) lie below FSDD's 4 kHz
 
 
@@ -58,7 +57,7 @@ def mfcc_template(logmel: np.ndarray, frames: int = 12, n_cep: int = 20) -> np.n
 
 def probe(x: np.ndarray, y: np.ndarray, speaker: np.ndarray, take: np.ndarray) -> list[float]:
     accs = []
-    for s in SPEAKERS:
+    for s in avdigits.SPEAKERS:
         tr, te = (speaker != s) & (take >= 5), speaker == s
         scaler = StandardScaler().fit(x[tr])
         clf = LogisticRegression(C=0.1, max_iter=3000).fit(scaler.transform(x[tr]), y[tr])
@@ -123,8 +122,8 @@ def main() -> None:
     total = time.perf_counter() - t0
     table = "\n".join(
         [
-            "| representation | mean accuracy | " + " | ".join(SPEAKERS) + " |",
-            "|---|---|" + "---|" * len(SPEAKERS),
+            "| representation | mean accuracy | " + " | ".join(avdigits.SPEAKERS) + " |",
+            "|---|---|" + "---|" * len(avdigits.SPEAKERS),
             *rows,
         ]
     )

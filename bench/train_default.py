@@ -51,7 +51,6 @@ from avsearch.train_run import media_template
 
 SPEC = WindowSpec(WINDOW_SAMPLES, SAMPLE_RATE)
 FARM_ALIASES = {"chickens": "chicken"}
-SPEAKERS = ("george", "jackson", "nicolas", "theo", "yweweler")
 
 
 def audio_feats(net: torch.nn.Module, waves: np.ndarray) -> np.ndarray:
@@ -75,7 +74,7 @@ def augment(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return ImageOps.mirror(out) if rng.random() < 0.5 else out
 
 
-def build_features(data: Path, audio_backbone: str = "aisfx") -> dict[str, np.ndarray]:
+def build_features(data: Path, audio_backbone: str) -> dict[str, np.ndarray]:
     a_net = load_backbone(audio_backbone)
     v_net = load_backbone("efficientnet-lite0")
     fsdd = data / "fsdd"
@@ -214,7 +213,7 @@ def train_psd(
     seed: int,
     dim: int,
     data_info: dict,
-    audio_backbone: str = "aisfx",
+    audio_backbone: str,
 ) -> tuple[ProjectionHead, ProjectionHead, dict]:
     features = psd_pairs(f, seed)
     cfg = for_method(
@@ -273,7 +272,7 @@ def loso(f: dict[str, np.ndarray], epochs: int, seed: int, dim: int) -> dict[str
     y_all = np.concatenate([f["a_train_y"], f["a_test_y"]])
     spk_all = np.concatenate([f["a_train_speaker"], f["a_test_speaker"]])
     out = {}
-    for speaker in SPEAKERS:
+    for speaker in avdigits.SPEAKERS:
         keep = f["a_train_speaker"] != speaker
         fold = {**f, "a_train": f["a_train"][keep], "a_train_y": f["a_train_y"][keep]}
         a_head, v_head, _ = train_infonce(fold, epochs, seed, dim)
@@ -281,8 +280,8 @@ def loso(f: dict[str, np.ndarray], epochs: int, seed: int, dim: int) -> dict[str
         with torch.inference_mode():
             za = a_head(torch.from_numpy(a_all[held])).numpy()
             zv = v_head(torch.from_numpy(f["v_test"])).numpy()
-        out[str(speaker)] = evaluate_cross_modal(za, y_all[held], zv, f["v_test_y"]).map
-        print(f"  held out {speaker}: MAP {out[str(speaker)]:.3f}", flush=True)
+        out[speaker] = evaluate_cross_modal(za, y_all[held], zv, f["v_test_y"]).map
+        print(f"  held out {speaker}: MAP {out[speaker]:.3f}", flush=True)
     return out
 
 
@@ -292,9 +291,9 @@ def compare_loso(data: Path, args: argparse.Namespace) -> None:
     epochs = args.epochs or 40
     lines = [
         "| audio backbone | LOSO MAP (mean ± std) | "
-        + " | ".join(SPEAKERS)
+        + " | ".join(avdigits.SPEAKERS)
         + " | test split MAP | farm top-1 | s (5 folds) |",
-        "|---|---|" + "---|" * len(SPEAKERS) + "---|---|---|",
+        "|---|---|" + "---|" * len(avdigits.SPEAKERS) + "---|---|---|",
     ]
     for backbone in AUDIO_BACKBONES:
         f = build_features(data, backbone)
@@ -303,7 +302,7 @@ def compare_loso(data: Path, args: argparse.Namespace) -> None:
         maps = loso(f, epochs, args.seed, args.dim)
         secs = time.perf_counter() - t0
         full = measure(f, *train_infonce(f, epochs, args.seed, args.dim)[:2])
-        m = np.array([maps[s] for s in SPEAKERS])
+        m = np.array([maps[s] for s in avdigits.SPEAKERS])
         lines.append(
             f"| {backbone} | {m.mean():.3f} ± {m.std():.3f} | "
             + " | ".join(f"{v:.3f}" for v in m)
@@ -354,17 +353,18 @@ def main() -> None:
         return
     feats = build_features(data, args.audio_backbone)
     t1 = time.perf_counter()
+    epochs = args.epochs or (50 if args.recipe == "psd" else 40)
     if args.recipe == "psd":
         a_head, v_head, recipe = train_psd(
-            feats, args.out, args.epochs or 50, args.seed, args.dim, DATA_INFO, args.audio_backbone
+            feats, args.out, epochs, args.seed, args.dim, DATA_INFO, args.audio_backbone
         )
         results = measure(feats, a_head, v_head)
         update_training_info(args.out, {"test_results": results, "recipe_name": "psd"})
     else:
-        a_head, v_head, recipe = train_infonce(feats, args.epochs or 40, args.seed, args.dim)
+        a_head, v_head, recipe = train_infonce(feats, epochs, args.seed, args.dim)
         results = measure(feats, a_head, v_head)
         print("leave-one-speaker-out (the same recipe, each speaker held out in turn):")
-        maps = loso(feats, args.epochs or 40, args.seed, args.dim)
+        maps = loso(feats, epochs, args.seed, args.dim)
         results["avdigits_loso_map_mean"] = round(float(np.mean(list(maps.values()))), 4)
         results["avdigits_loso_map_per_speaker"] = {k: round(v, 4) for k, v in maps.items()}
         template = media_template("default", TrainConfig(audio_backbone=args.audio_backbone))
