@@ -56,6 +56,19 @@ def run_checks(index_dir: Path) -> list[dict[str, Any]]:
         m.visual_backbone  # noqa: B018
         return f"{m.name} ({m.directory}), fingerprint {m.fingerprint[:12]}"
 
+    def word_model() -> str:
+        from avsearch.encoders.words import WordModel
+
+        return f"EfficientWord-Net word model at {WordModel().path} (for aisfx-words)"
+
+    def default_needs_words() -> bool:
+        try:
+            from avsearch.encoders.model_dir import load_config, resolve_model_dir
+
+            return load_config(resolve_model_dir("default")).audio.backbone == "aisfx-words"
+        except Exception:  # the model check reports a broken default
+            return False
+
     def index() -> str:
         from avsearch.store.stats import index_stats
 
@@ -69,5 +82,6 @@ def run_checks(index_dir: Path) -> list[dict[str, Any]]:
         _check("codecs", codecs),
         _check("soundfile", soundfile_),
         _check("default model and backbone weights", model),
+        _check("word model", word_model, required=default_needs_words()),
         _check("index", index, required=False),
     ]

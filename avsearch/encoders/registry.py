@@ -66,6 +66,13 @@ def _load_aisfx_cepstra(path: Path | None) -> nn.Module:
     return AisfxCepstraBackbone(load_aisfx(_aisfx_weights(path)))
 
 
+def _load_aisfx_words(path: Path | None) -> nn.Module:
+    from avsearch.encoders.aisfx import load_aisfx
+    from avsearch.encoders.words import AisfxWordsBackbone
+
+    return AisfxWordsBackbone(load_aisfx(_aisfx_weights(path)))
+
+
 def _effnet_default() -> Path:
     from avsearch.encoders.efficientnet import default_weights_path
 
@@ -94,6 +101,16 @@ BACKBONES: dict[str, BackboneInfo] = {
         "aisfx plus an order-keeping cepstral template of the window (16 frames x 13 "
         "cepstra below 4 kHz): tells spoken words apart across voices",
         _load_aisfx_cepstra,
+        _aisfx_default,
+    ),
+    "aisfx-words": BackboneInfo(
+        "aisfx-words",
+        "audio",
+        2560,
+        "aisfx plus the EfficientWord-Net spoken-word embedding (ResNet-50, ArcFace, "
+        "Apache-2.0; 2048-d of the 1.5 s around the window's energy centre): spoken words "
+        "across voices; needs `pip install --no-deps EfficientWord-Net==1.0.5`",
+        _load_aisfx_words,
         _aisfx_default,
     ),
     "efficientnet-lite0": BackboneInfo(

@@ -31,7 +31,9 @@ LR_SCHEDULES = ("cosine", "constant")
 FINETUNE = ("none", "audio", "visual", "both")
 BN_MODES = ("frozen", "train")
 # audio backbones of avsearch.encoders.registry (kept torch-free here; a test checks they agree)
-AUDIO_BACKBONES = ("aisfx", "aisfx-cepstra")
+AUDIO_BACKBONES = ("aisfx", "aisfx-cepstra", "aisfx-words")
+# audio backbones with a part outside autograd (onnxruntime): heads only, no fine-tuning
+FROZEN_AUDIO_BACKBONES = ("aisfx-words",)
 
 
 def flag(name: str) -> str:
@@ -272,6 +274,12 @@ def _validate(c: TrainConfig) -> None:
         raise UsageError(
             f"--soft-neg-threshold ({c.soft_neg_threshold}) must be below "
             f"--soft-pos-threshold ({c.soft_pos_threshold})"
+        )
+    if c.audio_backbone in FROZEN_AUDIO_BACKBONES and "audio" in c.finetuned:
+        raise UsageError(
+            f"--audio-backbone {c.audio_backbone} cannot be fine-tuned (its word model runs in "
+            "onnxruntime, outside autograd): use --finetune visual, or --audio-backbone "
+            "aisfx-cepstra to fine-tune aisfx"
         )
     if not (c.use_lab or c.use_cross_hard or c.use_cross_soft or c.use_distill or c.use_dis):
         raise UsageError("every loss is switched off: enable at least one of the use_* parts")

@@ -1,0 +1,247 @@
+"""A spoken-word embedding beside aisfx: the ``aisfx-words`` audio backbone.
+
+aisfx is a sound-effects network: it says *what kind* of sound a window holds, and its global
+max over time drops the order of sounds that tells words apart. On speakers left out of
+training a linear probe reads the FSDD digit from it 58% of the time (``bench/speaker_probe.py``).
+The EfficientWord-Net word model (Chidhambararajan R. et al., 2022; Apache-2.0; PyPI
+``EfficientWord-Net``) is a ResNet-50 trained with an ArcFace loss to map a 1.5 s recording of
+a word to the same unit vector whoever says it: it was made for few-shot hotword detection on
+new voices, which is exactly the gap. The same probe reads a new speaker's digit from it 93%
+of the time.
+
+Per window (mono, 44.1 kHz, up to aisfx's 102,400-sample block):
+
+1. resample to 16 kHz (a windowed-sinc filter of finite support, in float64: a stretch of
+   exact zeros, such as window padding, stays exactly zero, as padding was in the model's
+   own training);
+2. cut the 1.5 s (24,000 samples) centred on the window's energy centroid (the middle of a
+   silent window): an isolated word sits whole in the middle of the crop;
+3. log mel filterbank as the model's own front-end computes it (``python_speech_features``
+   ``logfbank``: 25 ms frames every 10 ms without a window, 512-point power spectrum, 64
+   triangular mel filters over 0-8 kHz, log with a floor at float64 eps): ``[149, 64]``;
+4. the network (its own ONNX file, run by onnxruntime; it min-max normalises its input and
+   L2-normalises its 2048-d output).
+
+Nothing is downloaded: the ONNX file is read from the installed ``eff_word_net`` package
+(``pip install --no-deps EfficientWord-Net==1.0.5``; its own dependencies, PyAudio among
+them, are not needed) or from ``$AVSEARCH_WORDS_WEIGHTS``, and its sha256 must match the one
+pinned here. The word model is frozen: it cannot be fine-tuned.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avsearch.encoders.aisfx import FEATURE_DIM, AisfxBackbone, AisfxNet
+from avsearch.encoders.audio_frontend import SAMPLE_RATE
+from avsearch.errors import ModelError
+
+__all__ = [
+    "WORDS_DIM",
+    "AisfxWordsBackbone",
+    "WordModel",
+    "centre_crop",
+    "log_fbank",
+    "resample",
+    "words_weights_path",
+]
+
+WORDS_RATE = 16_000
+CLIP_SAMPLES = 24_000  # 1.5 s: the word model's input
+FRAME_LEN = 400  # 25 ms
+FRAME_STEP = 160  # 10 ms
+NFFT = 512
+N_FILTERS = 64
+N_FRAMES = 1 + -(-(CLIP_SAMPLES - FRAME_LEN) // FRAME_STEP)  # 149
+WORDS_DIM = 2048
+SINC_ZEROS = 16
+ROLLOFF = 0.945
+WEIGHTS_ENV = "AVSEARCH_WORDS_WEIGHTS"
+PACKAGE = "eff_word_net"
+ONNX_RELPATH = "models/resnet_50_arc/slim_93%_accuracy_72.7390%.onnx"
+ONNX_SHA256 = "373916c2a52dffb716738ac451d384ca2097d4cca5bde1357377023da8e47cbe"
+INSTALL_HINT = (
+    "install the word model with `pip install --no-deps EfficientWord-Net==1.0.5` (only its "
+    f"ONNX file is used), or point ${WEIGHTS_ENV} at that file"
+)
+
+
+def words_weights_path() -> Path:
+    """Where the word model's ONNX file is: ``$AVSEARCH_WORDS_WEIGHTS``, else the installed
+    ``eff_word_net`` package (found without importing it)."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env).expanduser()
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return Path(f"<{PACKAGE} not installed>") / ONNX_RELPATH
+    return Path(next(iter(spec.submodule_search_locations))) / ONNX_RELPATH
+
+
+@lru_cache(maxsize=8)
+def _sinc_taps(n_in: int, rate_in: int, rate_out: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Input indices ``[n_out, taps]`` and Hann-windowed sinc weights for :func:`resample`."""
+    ratio = rate_out / rate_in
+    n_out = max(1, round(n_in * ratio))
+    cutoff = min(1.0, ratio) * ROLLOFF  # of the input's Nyquist frequency
+    half = int(np.ceil(SINC_ZEROS / cutoff))
+    pos = np.arange(n_out) / ratio  # output sample times, in input samples
+    idx = np.floor(pos).astype(np.int64)[:, None] + np.arange(-half + 1, half + 1)[None, :]
+    dist = pos[:, None] - idx
+    weights = cutoff * np.sinc(cutoff * dist) * (0.5 + 0.5 * np.cos(np.pi * dist / half))
+    weights[np.abs(dist) >= half] = 0.0
+    weights[(idx < 0) | (idx >= n_in)] = 0.0
+    return np.clip(idx, 0, n_in - 1), weights, n_out
+
+
+def resample(waves: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """``[B, N]`` at ``rate_in`` -> ``[B, round(N * rate_out / rate_in)]``, float64.
+
+    A Hann-windowed sinc low-pass (16 zero crossings, 94.5% of the lower Nyquist frequency)
+    of finite support: a stretch of exact zeros (window padding) stays exactly zero, as it
+    was in the word model's training data.
+    """
+    x = np.asarray(waves, dtype=np.float64)
+    if rate_in == rate_out:
+        return x.copy()
+    idx, weights, n_out = _sinc_taps(x.shape[1], rate_in, rate_out)
+    out = np.empty((len(x), n_out), dtype=np.float64)
+    for i, row in enumerate(x):
+        out[i] = (row[idx] * weights).sum(axis=1)
+    return out
+
+
+def centre_crop(waves: np.ndarray, length: int = CLIP_SAMPLES) -> np.ndarray:
+    """The ``length`` samples centred on each row's energy centroid, kept inside the row (the
+    middle of a silent row); rows shorter than ``length`` are zero-padded on both sides."""
+    x = np.asarray(waves, dtype=np.float64)
+    n = x.shape[1]
+    if n < length:
+        before = (length - n) // 2
+        return np.pad(x, ((0, 0), (before, length - n - before)))
+    energy = x**2
+    total = energy.sum(axis=1)
+    centroid = np.full(len(x), n / 2)
+    voiced = total > 0
+    centroid[voiced] = (energy[voiced] @ np.arange(n, dtype=np.float64)) / total[voiced]
+    start = np.clip(np.round(centroid - length / 2).astype(np.int64), 0, n - length)
+    if len(x) == 0:
+        return np.zeros((0, length))
+    return np.stack([row[s : s + length] for row, s in zip(x, start, strict=True)])
+
+
+@lru_cache(maxsize=1)
+def _filterbank() -> np.ndarray:
+    """The 64 triangular mel filters ``[64, 257]`` of ``python_speech_features`` (0-8 kHz)."""
+
+    def hz2mel(hz: np.ndarray | float) -> np.ndarray:
+        return 2595 * np.log10(1 + np.asarray(hz) / 700.0)
+
+    def mel2hz(mel: np.ndarray) -> np.ndarray:
+        return 700 * (10 ** (mel / 2595.0) - 1)
+
+    points = np.linspace(hz2mel(0.0), hz2mel(WORDS_RATE / 2), N_FILTERS + 2)
+    bins = np.floor((NFFT + 1) * mel2hz(points) / WORDS_RATE)
+    fb = np.zeros((N_FILTERS, NFFT // 2 + 1))
+    for j in range(N_FILTERS):
+        for i in range(int(bins[j]), int(bins[j + 1])):
+            fb[j, i] = (i - bins[j]) / (bins[j + 1] - bins[j])
+        for i in range(int(bins[j + 1]), int(bins[j + 2])):
+            fb[j, i] = (bins[j + 2] - i) / (bins[j + 2] - bins[j + 1])
+    return fb
+
+
+def log_fbank(clips: np.ndarray) -> np.ndarray:
+    """``[B, 24000]`` 16 kHz clips -> ``[B, 149, 64]`` log mel filterbank energies (float64)."""
+    x = np.asarray(clips, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != CLIP_SAMPLES:
+        raise ValueError(f"expected clips of shape [B, {CLIP_SAMPLES}], got {x.shape}")
+    pad = (N_FRAMES - 1) * FRAME_STEP + FRAME_LEN - CLIP_SAMPLES
+    x = np.pad(x, ((0, 0), (0, pad)))
+    idx = np.arange(FRAME_LEN)[None, :] + FRAME_STEP * np.arange(N_FRAMES)[:, None]
+    frames = x[:, idx]  # [B, 149, 400]
+    power = np.abs(np.fft.rfft(frames, NFFT, axis=-1)) ** 2 / NFFT
+    feat = power @ _filterbank().T
+    return np.log(np.where(feat == 0, np.finfo(float).eps, feat))
+
+
+class WordModel:
+    """The word network (onnxruntime, one clip per call: its graph has a fixed batch of 1)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        path = path or words_weights_path()
+        if not path.is_file():
+            raise ModelError(
+                f"the word model is not installed ({path} not found)", hint=INSTALL_HINT
+            )
+        from avsearch.encoders.model_dir import sha256_file
+
+        sha = sha256_file(path)
+        if sha != ONNX_SHA256:
+            raise ModelError(
+                f"{path}: sha256 {sha[:12]}… is not the EfficientWord-Net 1.0.5 word model's "
+                f"({ONNX_SHA256[:12]}…)",
+                hint=INSTALL_HINT,
+            )
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - a dependency of avsearch
+            raise ModelError("onnxruntime is missing", "pip install onnxruntime") from exc
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.path = path
+        self._session: Any = ort.InferenceSession(
+            str(path), opts, providers=["CPUExecutionProvider"]
+        )
+        self._input = self._session.get_inputs()[0].name
+
+    def embed_logfbank(self, feats: np.ndarray) -> np.ndarray:
+        """``[B, 149, 64]`` -> ``float32 [B, 2048]`` (unit vectors)."""
+        out = np.zeros((len(feats), WORDS_DIM), dtype=np.float32)
+        for i, f in enumerate(np.asarray(feats, dtype=np.float32)):
+            out[i] = self._session.run(None, {self._input: f[None, None]})[0][0]
+        return out
+
+    def embed_windows(self, waves: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """Mono windows ``[B, N]`` at ``sample_rate`` -> ``float32 [B, 2048]``."""
+        x = np.asarray(waves, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"expected waveforms of shape [B, N], got {x.shape}")
+        if len(x) == 0:
+            return np.zeros((0, WORDS_DIM), np.float32)
+        x16 = resample(x, sample_rate, WORDS_RATE)
+        return self.embed_logfbank(log_fbank(centre_crop(x16)))
+
+
+class AisfxWordsBackbone(AisfxBackbone):
+    """aisfx with the word embedding beside it: waveforms -> ``[B, 512 + 2048]``.
+
+    The aisfx part is the network of :class:`AisfxBackbone` (same weights file); the word
+    part runs outside autograd, so this backbone is used frozen (no ``--finetune audio``).
+    """
+
+    name = "aisfx-words"
+    dim = FEATURE_DIM + WORDS_DIM
+
+    def __init__(
+        self,
+        net: AisfxNet | None = None,
+        weights: Path | None = None,
+        words: WordModel | None = None,
+    ) -> None:
+        super().__init__(net=net, weights=weights)
+        self.words = words or WordModel()
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        sound = super().forward(waves)
+        word = self.words.embed_windows(waves.detach().cpu().numpy())
+        return torch.cat([sound, torch.from_numpy(word).to(sound)], dim=1)
