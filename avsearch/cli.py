@@ -355,8 +355,9 @@ def train_cmd(
         str | None,
         typer.Option(
             help="Audio backbone (media mode): aisfx-cepstra (aisfx + an order-keeping cepstral "
-            "template; the default model's, better for speech across voices) | aisfx "
-            "[aisfx-cepstra]."
+            "template) | aisfx | aisfx-words (aisfx + the EfficientWord-Net spoken-word "
+            "embedding: by far the best for speech across voices; heads only, needs `pip "
+            "install --no-deps EfficientWord-Net==1.0.5`) [aisfx-cepstra]."
         ),
     ] = None,
 ) -> None:
