@@ -11,7 +11,9 @@ read:
 - a time-normalised MFCC template computed from the same log-mel input (voiced frames cut
   out, cepstra 1-20 of mel bands below 4 kHz, resampled to 12 frames): a classic
   isolated-word representation that keeps the order of sounds, which aisfx's global max over
-  time throws away.
+  time throws away;
+- the EfficientWord-Net spoken-word embedding of the ``aisfx-words`` backbone (2048-d; a
+  ResNet-50 trained on many voices to say which word was spoken), alone and beside aisfx.
 
 Only the backbone's first three blocks run (once, cached under bench/out/cache, or read from
 the leave-one-speaker-out cache of bench/loso.py); the probes take a minute. Writes the
@@ -90,6 +92,14 @@ def main() -> None:
     feat = cut.features(act)
     with torch.inference_mode():
         template = CepstralTemplate()(torch.from_numpy(logmel)).numpy()
+    words_cache = OUT / "cache" / "loso-heads-audio-words-v3.npy"
+    if words_cache.exists():  # view 0 of bench/loso.py --heads-only's cache: the clean clip
+        words = np.asarray(np.load(words_cache, mmap_mode="r")[:, 0, 512:], np.float32)
+    else:
+        from avsearch.encoders.words import WordModel
+
+        model = WordModel()
+        words = cached("fsdd-all-words", f"{len(items)}", lambda: model.embed_windows(raw))
     t_feat = time.perf_counter() - t0
     probes: list[tuple[str, Callable[[], np.ndarray]]] = [
         ("aisfx embedding (512-d, what the heads see)", lambda: feat),
@@ -110,6 +120,11 @@ def main() -> None:
         (
             "aisfx-cepstra: aisfx embedding + template (720-d)",
             lambda: np.concatenate([feat, template], 1),
+        ),
+        ("spoken-word embedding (EfficientWord-Net, 2048-d)", lambda: words),
+        (
+            "aisfx-words: aisfx embedding + word embedding (2560-d)",
+            lambda: np.concatenate([feat, words], 1),
         ),
     ]
     rows = []
@@ -146,7 +161,10 @@ of the sounds does: aisfx (trained on sound effects) answers "what kind of sound
 global max over time drops "in which order", which is what tells digits apart across voices.
 Fine-tuning its last block can only partly relearn this from 4 speakers (the "loso" section);
 the `aisfx-cepstra` audio backbone (`train --audio-backbone aisfx-cepstra`) adds the
-template to the embedding instead.
+template to the embedding instead. A network trained for exactly this, on words said by
+thousands of voices, does far better still: the EfficientWord-Net word embedding of the
+`aisfx-words` backbone (`train --audio-backbone aisfx-words`), which is what the
+leave-one-speaker-out figures of the "loso_heads" and "default_loso" sections rest on.
 """,
     )
 
