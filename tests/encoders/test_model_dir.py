@@ -61,11 +61,15 @@ def test_bad_model_dirs_raise_model_error(tmp_path: Path) -> None:
         md.load_heads(tmp_path / "m", md.load_config(tmp_path / "m"))
 
 
-def test_shipped_default_model_loads() -> None:
-    path = md.resolve_model_dir("default")
+@pytest.mark.parametrize(
+    ("name", "audio"), [("default", "aisfx-words"), ("cepstra", "aisfx-cepstra")]
+)
+def test_shipped_models_load(name: str, audio: str) -> None:
+    path = md.resolve_model_dir(name)
     cfg = md.load_config(path)
-    assert cfg.audio.backbone == "aisfx-cepstra" and cfg.visual.backbone == "efficientnet-lite0"
-    assert cfg.audio.head.in_dim == BACKBONES["aisfx-cepstra"].dim
+    assert cfg.name == name
+    assert cfg.audio.backbone == audio and cfg.visual.backbone == "efficientnet-lite0"
+    assert cfg.audio.head.in_dim == BACKBONES[audio].dim
     assert cfg.training["script"].startswith("bench/train_default.py")
     # the backbone was chosen on held-out speakers; the figure travels with the model
     assert 0.0 < cfg.training["test_results"]["avdigits_loso_map_mean"] <= 1.0
