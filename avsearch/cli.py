@@ -354,10 +354,10 @@ def train_cmd(
     audio_backbone: Annotated[
         str | None,
         typer.Option(
-            help="Audio backbone (media mode): aisfx-cepstra (aisfx + an order-keeping cepstral "
-            "template) | aisfx | aisfx-words (aisfx + the EfficientWord-Net spoken-word "
-            "embedding: by far the best for speech across voices; heads only, needs `pip "
-            "install --no-deps EfficientWord-Net==1.0.5`) [aisfx-cepstra]."
+            help="Audio backbone (media mode): aisfx-words (aisfx + the EfficientWord-Net "
+            "spoken-word embedding; the default model's, by far the best for speech across "
+            "voices; cannot be fine-tuned) | aisfx-cepstra (aisfx + an order-keeping cepstral "
+            "template) | aisfx [aisfx-words; aisfx-cepstra with --finetune audio|both]."
         ),
     ] = None,
 ) -> None:
@@ -365,6 +365,7 @@ def train_cmd(
     fine-tune the last blocks of the backbones too (--finetune)."""
     from avsearch.errors import UsageError
     from avsearch.train import for_method
+    from avsearch.train.config import media_audio_backbone
     from avsearch.train_run import run_train_features, run_train_media
 
     st = _state(ctx)
@@ -387,6 +388,8 @@ def train_cmd(
     ):
         if value is not None:
             overrides[key] = value
+    if audio_backbone is None:  # (feature mode ignores it)
+        overrides["audio_backbone"] = media_audio_backbone(finetune)
     if method == "psd":
         overrides.update(
             {

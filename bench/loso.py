@@ -261,7 +261,9 @@ def run_fold(
     y = d["digit"][tr]
     partner = d["img_train"][avdigits.pair_within_class(y, d["img_y"][d["img_train"]], seed=0)]
     mask = mask_labels(y, ratio, seed=0)
-    cfg = for_method("psd", labeled_ratio=ratio, seed=0, finetune_epochs=args.ft_epochs)
+    cfg = for_method(
+        "psd", labeled_ratio=ratio, seed=0, finetune_epochs=args.ft_epochs, audio_backbone="aisfx"
+    )
     test = {"audio": (te, d["digit"][te]), "visual": (d["img_test"], d["img_y"][d["img_test"]])}
     feat, act, cuts = d["feat"], d["act"], d["cuts"]
     rows = []

@@ -242,7 +242,7 @@ def test_progress_shows_views_and_both_stages() -> None:
             "bypassed for the fine-tuned visual tower (views recomputed); used for the audio tower",
         ),
         (
-            {"finetune": "both"},
+            {"finetune": "both", "audio_backbone": "aisfx-cepstra"},
             "bypassed for the fine-tuned audio and visual towers (views recomputed)",
         ),
     ],

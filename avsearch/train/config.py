@@ -34,6 +34,15 @@ BN_MODES = ("frozen", "train")
 AUDIO_BACKBONES = ("aisfx", "aisfx-cepstra", "aisfx-words")
 # audio backbones with a part outside autograd (onnxruntime): heads only, no fine-tuning
 FROZEN_AUDIO_BACKBONES = ("aisfx-words",)
+# the audio backbone of `avsearch train` when none is named: the default model's, unless the
+# audio tower is to be fine-tuned, which the word model cannot be
+DEFAULT_AUDIO_BACKBONE = "aisfx-words"
+FINETUNE_AUDIO_BACKBONE = "aisfx-cepstra"
+
+
+def media_audio_backbone(finetune: str | None) -> str:
+    """The audio backbone a media run uses when none is named (``--audio-backbone``)."""
+    return FINETUNE_AUDIO_BACKBONE if finetune in ("audio", "both") else DEFAULT_AUDIO_BACKBONE
 
 
 def flag(name: str) -> str:
@@ -104,10 +113,11 @@ class TrainConfig:
     # the heads stage competes as "epoch -1" of the tails stage: kept (backbones unchanged)
     # when no tails epoch reaches its validation MAP
     keep_better_heads: bool = True
-    # media mode: the audio backbone under the heads; aisfx-cepstra (the default model's)
-    # adds an order-keeping cepstral template to aisfx, which carries words across voices
-    # (docs/benchmarks.md, "loso"); aisfx alone is the plain sound-effects embedding
-    audio_backbone: str = "aisfx-cepstra"
+    # media mode: the audio backbone under the heads; aisfx-words (the default model's) adds
+    # a spoken-word embedding to aisfx, which carries words across voices (docs/benchmarks.md,
+    # "loso_heads"), but cannot be fine-tuned; aisfx-cepstra adds an order-keeping cepstral
+    # template instead and can; aisfx alone is the plain sound-effects embedding
+    audio_backbone: str = DEFAULT_AUDIO_BACKBONE
     augment: bool = False  # seeded waveform / image augmentation (avsearch.augment defaults)
     views: int = 4  # stored views per item with --augment: view 0 as decoded + views-1 augmented
 

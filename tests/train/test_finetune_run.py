@@ -49,8 +49,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     )
     data = TrainData(audio, visual, labels)
     cfg = for_method(
-        "psd", epochs=2, finetune_epochs=1, val_fraction=0.0, batch_size=8, finetune="audio"
-    )
+        "psd", epochs=2, finetune_epochs=1, val_fraction=0.0, batch_size=8, finetune="audio",
+        audio_backbone="aisfx",
+    )  # fmt: skip
     out = tmp_path_factory.mktemp("ft")
     result = train_finetune(data, np.ones(24, bool), cfg, out, cuts={"audio": cut})
     return out, result, before, backbone, audio
@@ -114,7 +115,7 @@ def test_a_worse_finetune_keeps_the_heads_stage(tmp_path: Path) -> None:
     data = TrainData(audio, visual, labels)
     cfg = for_method(
         "psd", epochs=8, finetune_epochs=1, val_fraction=0.4, batch_size=8, finetune="audio",
-        backbone_lr_scale=1e4, lr=1e-2,
+        backbone_lr_scale=1e4, lr=1e-2, audio_backbone="aisfx",
     )  # fmt: skip
     stage1 = train_finetune(data, np.ones(30, bool), cfg, tmp_path / "a", cuts={"audio": cut})
     assert stage1.best_epoch == -1 and stage1.best_val_map is not None
