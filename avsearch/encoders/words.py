@@ -69,7 +69,8 @@ ONNX_RELPATH = "models/resnet_50_arc/slim_93%_accuracy_72.7390%.onnx"
 ONNX_SHA256 = "373916c2a52dffb716738ac451d384ca2097d4cca5bde1357377023da8e47cbe"
 INSTALL_HINT = (
     "install the word model with `pip install --no-deps EfficientWord-Net==1.0.5` (only its "
-    f"ONNX file is used), or point ${WEIGHTS_ENV} at that file"
+    f"ONNX file is used) or point ${WEIGHTS_ENV} at that file; `--model cepstra` does "
+    "without it"
 )
 
 
