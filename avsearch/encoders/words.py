@@ -31,6 +31,7 @@ pinned here. The word model is frozen: it cannot be fine-tuned.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -87,35 +88,39 @@ def words_weights_path() -> Path:
 
 
 @lru_cache(maxsize=8)
-def _sinc_taps(n_in: int, rate_in: int, rate_out: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Input indices ``[n_out, taps]`` and Hann-windowed sinc weights for :func:`resample`."""
-    ratio = rate_out / rate_in
-    n_out = max(1, round(n_in * ratio))
-    cutoff = min(1.0, ratio) * ROLLOFF  # of the input's Nyquist frequency
-    half = int(np.ceil(SINC_ZEROS / cutoff))
-    pos = np.arange(n_out) / ratio  # output sample times, in input samples
-    idx = np.floor(pos).astype(np.int64)[:, None] + np.arange(-half + 1, half + 1)[None, :]
-    dist = pos[:, None] - idx
+def _polyphase(rate_in: int, rate_out: int) -> tuple[int, int, int, np.ndarray, np.ndarray]:
+    """The filter of :func:`resample` split by output phase: ``up`` phases, each a window of
+    ``2 * half`` input taps starting after input sample ``start[p]`` (+ ``down`` per cycle)."""
+    g = math.gcd(rate_in, rate_out)
+    up, down = rate_out // g, rate_in // g
+    cutoff = min(1.0, up / down) * ROLLOFF  # of the input's Nyquist frequency
+    half = math.ceil(SINC_ZEROS / cutoff)
+    phase = np.arange(up)
+    start = (phase * down) // up  # the input sample at or before each phase's output time
+    dist = (phase * down / up - start)[:, None] - np.arange(-half + 1, half + 1)[None, :]
     weights = cutoff * np.sinc(cutoff * dist) * (0.5 + 0.5 * np.cos(np.pi * dist / half))
     weights[np.abs(dist) >= half] = 0.0
-    weights[(idx < 0) | (idx >= n_in)] = 0.0
-    return np.clip(idx, 0, n_in - 1), weights, n_out
+    return up, down, half, start, weights
 
 
 def resample(waves: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """``[B, N]`` at ``rate_in`` -> ``[B, round(N * rate_out / rate_in)]``, float64.
 
     A Hann-windowed sinc low-pass (16 zero crossings, 94.5% of the lower Nyquist frequency)
-    of finite support: a stretch of exact zeros (window padding) stays exactly zero, as it
-    was in the word model's training data.
+    of finite support, computed phase by phase (polyphase): a stretch of exact zeros (window
+    padding) stays exactly zero, as it was in the word model's training data.
     """
     x = np.asarray(waves, dtype=np.float64)
     if rate_in == rate_out:
         return x.copy()
-    idx, weights, n_out = _sinc_taps(x.shape[1], rate_in, rate_out)
+    up, down, half, start, weights = _polyphase(rate_in, rate_out)
+    n_out = max(1, round(x.shape[1] * up / down))
+    padded = np.pad(x, ((0, 0), (half, half + down + 1)))  # taps beyond the row read zeros
+    taps = np.lib.stride_tricks.sliding_window_view(padded, 2 * half, axis=-1)
     out = np.empty((len(x), n_out), dtype=np.float64)
-    for i, row in enumerate(x):
-        out[i] = (row[idx] * weights).sum(axis=1)
+    for p in range(min(up, n_out)):
+        k = np.arange(p, n_out, up)  # outputs of phase p: one per cycle of `up` outputs
+        out[:, k] = taps[:, start[p] + down * ((k - p) // up) + 1, :] @ weights[p]
     return out
 
 
@@ -199,6 +204,8 @@ class WordModel:
         opts.intra_op_num_threads = max(1, torch.get_num_threads())
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # no busy-waiting between calls: the decode threads and aisfx share these cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self._session: Any = ort.InferenceSession(
             str(path), opts, providers=["CPUExecutionProvider"]

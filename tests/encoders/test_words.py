@@ -41,6 +41,27 @@ def test_resample_keeps_a_tone_and_exact_zeros() -> None:
     assert np.all(padded[0, 9_000 * 16_000 // 44_100 + 20 :] == 0.0)
 
 
+@pytest.mark.parametrize(
+    ("rate_in", "rate_out", "n"), [(44_100, 16_000, 3_000), (8_000, 16_000, 500)]
+)
+def test_resample_is_the_windowed_sinc_sum(rate_in: int, rate_out: int, n: int) -> None:
+    """The polyphase computation equals the filter written out, one output sample at a time."""
+    x = np.random.default_rng(2).standard_normal((2, n))
+    ratio = rate_out / rate_in
+    cutoff = min(1.0, ratio) * w.ROLLOFF
+    half = int(np.ceil(w.SINC_ZEROS / cutoff))
+    got = w.resample(x, rate_in, rate_out)
+    assert got.shape == (2, round(n * ratio))
+    for k in range(0, got.shape[1], 7):
+        pos = k / ratio
+        idx = np.arange(int(np.floor(pos)) - half + 1, int(np.floor(pos)) + half + 1)
+        d = pos - idx
+        kern = cutoff * np.sinc(cutoff * d) * (0.5 + 0.5 * np.cos(np.pi * d / half))
+        kern[(np.abs(d) >= half) | (idx < 0) | (idx >= n)] = 0.0
+        want = x[:, np.clip(idx, 0, n - 1)] @ kern
+        np.testing.assert_allclose(got[:, k], want, atol=1e-12)
+
+
 def test_centre_crop_centres_the_energy() -> None:
     x = np.zeros((3, 1_000))
     x[0, 700:720] = 1.0  # late burst: crop [460, 960)
