@@ -143,6 +143,17 @@ def _timed_views(name: str, raw, embed, views: int, augment, dtype=np.float32) -
     return out
 
 
+def _templates_of(cepstra: torch.nn.Module):  # type: ignore[no-untyped-def]
+    """Waveforms -> the cepstral templates of the aisfx-cepstra backbone's own module."""
+
+    def templates(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            waves = torch.from_numpy(np.asarray(batch, np.float32))
+            return cepstra.template(cepstra.frontend(cepstra._pad(waves))).numpy()
+
+    return templates
+
+
 def load_heads_data(data: Path, views: int) -> dict[str, Any]:
     """Features of every view straight from the whole backbones (``--heads-only``): no cut
     activations, so no fine-tuning, but a fraction of the backbone time and memory."""
@@ -159,11 +170,7 @@ def load_heads_data(data: Path, views: int) -> dict[str, Any]:
 
         return run
 
-    def templates(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            waves = torch.from_numpy(np.asarray(batch, np.float32))
-            return cepstra.template(cepstra.frontend(cepstra._pad(waves))).numpy()
-
+    templates = _templates_of(cepstra)
     w = cached_array(
         f"loso-heads-audio-words-v{views}",
         lambda: _timed_views(
@@ -203,11 +210,7 @@ def load_data(data: Path, views: int) -> dict[str, Any]:
 
     raw_audio = augmenters["audio"][0]
     cepstra = load_backbone("aisfx-cepstra")
-
-    def templates(batch: np.ndarray) -> np.ndarray:  # the backbone's own template module
-        with torch.no_grad():
-            waves = torch.from_numpy(np.asarray(batch, np.float32))
-            return cepstra.template(cepstra.frontend(cepstra._pad(waves))).numpy()
+    templates = _templates_of(cepstra)
 
     def template_views() -> np.ndarray:
         augment = augmenters["audio"][1]

@@ -370,7 +370,8 @@ def main() -> None:
         maps = loso(feats, epochs, args.seed, args.dim)
         results["avdigits_loso_map_mean"] = round(float(np.mean(list(maps.values()))), 4)
         results["avdigits_loso_map_per_speaker"] = {k: round(v, 4) for k, v in maps.items()}
-        template = media_template("default", TrainConfig(audio_backbone=args.audio_backbone))
+        # the model is named after its directory: models/default -> "default"
+        template = media_template(args.out.name, TrainConfig(audio_backbone=args.audio_backbone))
         script = f"bench/train_default.py --recipe infonce --audio-backbone {args.audio_backbone}"
         out = args.out.resolve()
         if out != (REPO / "models" / "default").resolve():

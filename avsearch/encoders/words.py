@@ -132,14 +132,14 @@ def centre_crop(waves: np.ndarray, length: int = CLIP_SAMPLES) -> np.ndarray:
     if n < length:
         before = (length - n) // 2
         return np.pad(x, ((0, 0), (before, length - n - before)))
+    if len(x) == 0:
+        return np.zeros((0, length))
     energy = x**2
     total = energy.sum(axis=1)
     centroid = np.full(len(x), n / 2)
     voiced = total > 0
     centroid[voiced] = (energy[voiced] @ np.arange(n, dtype=np.float64)) / total[voiced]
     start = np.clip(np.round(centroid - length / 2).astype(np.int64), 0, n - length)
-    if len(x) == 0:
-        return np.zeros((0, length))
     return np.stack([row[s : s + length] for row, s in zip(x, start, strict=True)])
 
 
