@@ -94,3 +94,22 @@ class SchemaError(IndexStoreError):
 
 class EmptyIndexError(IndexStoreError):
     exit_code = 3
+
+
+class IndexCorruptError(IndexStoreError):
+    """A file of the index directory is damaged (unreadable, truncated, or disagreeing with the
+    manifest). The message names the file and what is wrong."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            message,
+            hint=hint or "run `avsearch index check` for details and `avsearch index repair` to fix",
+        )
+
+
+class IndexBusyError(IndexStoreError):
+    """Another process holds the index's writer lock (another `avsearch embed` is running)."""
+
+    exit_code = 1
