@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from avsearch import config as cfgmod
 from avsearch.cli_progress import EmbedProgress, TrainProgress
 from avsearch.errors import AvsearchError
+from avsearch.media.paths import display_path, display_text, json_safe
 
 app = typer.Typer(
     add_completion=False,
@@ -29,7 +32,7 @@ app = typer.Typer(
     help="Cross-modal audio-visual search: a sound finds pictures and moments, a picture finds "
     "sounds.",
 )
-index_app = typer.Typer(help="Inspect the index.", no_args_is_help=True)
+index_app = typer.Typer(help="Inspect, check and repair the index.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 
 stderr = Console(stderr=True, soft_wrap=True)  # never break a path in a message
@@ -50,15 +53,26 @@ def _state(ctx: typer.Context) -> State:
 
 
 def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    # json_safe: a non-UTF-8 file name left anywhere in data is written with \xNN escapes, so
+    # the output is always valid UTF-8 (the exact bytes travel in the *_b64 fields)
+    sys.stdout.write(json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
+
+
+def _printable_log_record(record: logging.LogRecord) -> bool:
+    """A logging filter: file names in messages that are not UTF-8 get \\xNN escapes."""
+    message = record.getMessage()
+    clean = display_text(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    return True
 
 
 def _fail(exc: AvsearchError, as_json: bool) -> typer.Exit:
     if as_json:
         _emit_json({"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
-    stderr.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    stderr.print(f"[bold red]error:[/] {escape(display_text(exc.message))}", highlight=False)
     if exc.hint:
-        stderr.print(f"  [dim]hint:[/] {exc.hint}", highlight=False)
+        stderr.print(f"  [dim]hint:[/] {escape(display_text(exc.hint))}", highlight=False)
     return typer.Exit(exc.exit_code)
 
 
@@ -78,6 +92,7 @@ def main_options(
 ) -> None:
     level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
     handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    handler.addFilter(_printable_log_record)
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("libav").setLevel(logging.ERROR)
     try:
@@ -128,7 +143,11 @@ def embed(
         stderr.print("[yellow]interrupted[/]: finished files are saved; run embed again to resume")
         raise typer.Exit(130) from None
     for failure in summary.failures:
-        stderr.print(f"[yellow]skipped[/] {failure.path}: {failure.reason}", highlight=False)
+        stderr.print(
+            f"[yellow]skipped[/] {escape(display_path(failure.path))}: "
+            f"{escape(display_text(failure.reason))}",
+            highlight=False,
+        )
     if st.json:
         _emit_json(summary.to_json())
     elif not st.quiet:
@@ -147,12 +166,18 @@ def _print_embed_summary(s: Any) -> None:
         f"segments: {s.segments} encoded ({s.audio_segments} audio, {s.visual_segments} visual); "
         f"index now holds {s.total_files} files, {s.total_segments} segments"
     )
+    if s.silent_segments:
+        whole = f", {len(s.silent_files)} file(s) wholly silent" if s.silent_files else ""
+        out.print(
+            f"silence: {s.silent_segments} audio windows of digital silence have no audio "
+            f"vector (nothing to find in them){whole}"
+        )
     if s.segments:
         rate = s.media_seconds / s.seconds if s.seconds else 0.0
         out.print(f"time: {s.seconds:.1f} s for {s.media_seconds:.1f} s of media ({rate:.1f}x)")
     else:
         out.print(f"time: {s.seconds:.1f} s (nothing to encode)")
-    out.print(f"index: {s.index} (model {s.model})")
+    out.print(f"index: {escape(display_path(s.index))} (model {escape(s.model)})", highlight=False)
 
 
 # ------------------------------------------------------------------------------------ query
@@ -194,6 +219,9 @@ def query(
     if st.json:
         _emit_json(result.to_json())
         return
+    if result.note:
+        stderr.print(f"[yellow]no results[/]: {result.note}", highlight=False)
+        return
     table = Table(title=f"{result.query_modality} → {result.target}", title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
@@ -201,15 +229,16 @@ def query(
     table.add_column("time", no_wrap=True)
     for h in result.results:
         span = "" if h.start is None else f"{h.start:.2f}–{h.end:.2f} s"
-        table.add_row(str(h.rank), f"{h.score:.3f}", _short(h.path), span)
+        table.add_row(str(h.rank), f"{h.score:.3f}", Text(_short(h.path)), span)
     Console(soft_wrap=True).print(table)
 
 
 def _short(path: str) -> str:
+    """A hit's path for the table: relative to the current folder when inside it; printable."""
     try:
-        return str(Path(path).relative_to(Path.cwd()))
+        return display_path(Path(path).relative_to(Path.cwd()))
     except ValueError:
-        return path
+        return display_path(path)
 
 
 # ------------------------------------------------------------------------------------ others
@@ -275,6 +304,82 @@ def index_stats(ctx: typer.Context) -> None:
     out = Console(soft_wrap=True)
     for key, value in stats.items():
         out.print(f"{key}: {value}")
+
+
+@index_app.command("check")
+def index_check(ctx: typer.Context) -> None:
+    """Check every file of the index (manifest, vectors, FAISS checksums, feature cache);
+    exit 0 when healthy, 3 when damaged."""
+    from avsearch.store.integrity import check_index
+
+    st = _state(ctx)
+    try:
+        report = check_index(st.index)
+    except AvsearchError as exc:
+        raise _fail(exc, st.json) from exc
+    if st.json:
+        _emit_json(report.to_json())
+    elif not st.quiet or report.problems:
+        out = Console(soft_wrap=True)
+        out.print(f"index: {report.index}", markup=False, highlight=False)
+        if st.verbose:
+            for line in report.checked:
+                out.print(f"ok       {line}", markup=False, highlight=False)
+        for p in report.problems:
+            fix = "repairable" if p.repairable else "not repairable"
+            out.print(f"PROBLEM  {p.file}: {p.what}: {p.detail} ({fix})", markup=False)
+        for note in report.notes:
+            out.print(f"note     {note}", markup=False, highlight=False)
+        if report.ok:
+            out.print(f"ok: {len(report.checked)} checks passed", highlight=False)
+        else:
+            n = len(report.problems)
+            fixable = sum(p.repairable for p in report.problems)
+            out.print(
+                f"damaged: {n} problem(s), {fixable} repairable by `avsearch index repair`",
+                markup=False,
+                highlight=False,
+            )
+    if not report.ok:
+        raise typer.Exit(3)
+
+
+@index_app.command("repair")
+def index_repair(ctx: typer.Context) -> None:
+    """Rebuild what can be rebuilt from the manifest, drop broken vectors (their files are
+    re-encoded by the next embed), salvage or move aside a damaged manifest."""
+    from avsearch.store.integrity import repair_index
+
+    st = _state(ctx)
+    try:
+        report = repair_index(st.index)
+    except AvsearchError as exc:
+        raise _fail(exc, st.json) from exc
+    if st.json:
+        _emit_json(report.to_json())
+    else:
+        out = Console(soft_wrap=True)
+        if not report.before.problems and not report.actions:
+            out.print(f"nothing to repair: the index at {report.index} is healthy", markup=False)
+        for p in report.before.problems:
+            out.print(f"found    {p.file}: {p.what}: {p.detail}", markup=False)
+        for action in report.actions:
+            out.print(f"repaired {action}", markup=False, highlight=False)
+        remaining = [] if report.after is None else report.after.problems
+        for p in remaining:
+            out.print(f"REMAINS  {p.file}: {p.what}: {p.detail}", markup=False)
+        if report.needs_embed:
+            out.print("next: run `avsearch embed PATH` to re-create the index", markup=False)
+        elif report.reencode_files:
+            out.print(
+                f"next: {report.reencode_files} file(s) will be re-encoded by the next "
+                "`avsearch embed`",
+                markup=False,
+            )
+        if report.ok and (report.before.problems or report.actions):
+            out.print("ok: the index is healthy", highlight=False)
+    if not report.ok:
+        raise typer.Exit(3)
 
 
 # ------------------------------------------------------------------------------------ train
@@ -648,7 +753,8 @@ def doctor(ctx: typer.Context) -> None:
 
     st = _state(ctx)
     checks = run_checks(st.index)
-    ok = all(c["ok"] for c in checks if c.get("required", True))
+    failing = [c for c in checks if not c["ok"] and c.get("required", True)]
+    ok = not failing
     if st.json:
         _emit_json({"ok": ok, "checks": checks})
     else:
@@ -660,9 +766,11 @@ def doctor(ctx: typer.Context) -> None:
                 else ("[red]FAIL[/]" if c.get("required", True) else "[yellow]warn[/]")
             )
             out.print(f"{mark}  {c['name']}: {c['detail']}", highlight=False)
-    if not ok:
-        raise typer.Exit(1)
+    if not ok:  # 3 when the only failure is a damaged index (DESIGN.md exit codes), else 1
+        raise typer.Exit(3 if all(c.get("exit_code") == 3 for c in failing) else 1)
 
 
 def main() -> None:
-    app()
+    from avsearch.cli_args import hoist_global_options
+
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="avsearch")

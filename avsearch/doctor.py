@@ -69,12 +69,6 @@ def run_checks(index_dir: Path) -> list[dict[str, Any]]:
         except Exception:  # the model check reports a broken default
             return False
 
-    def index() -> str:
-        from avsearch.store.stats import index_stats
-
-        s = index_stats(index_dir)
-        return f"{s['files']} files, segments {s['segments']} at {index_dir}"
-
     return [
         _check("python", python),
         _check("torch", torch_),
@@ -83,5 +77,42 @@ def run_checks(index_dir: Path) -> list[dict[str, Any]]:
         _check("soundfile", soundfile_),
         _check("default model and backbone weights", model),
         _check("word model", word_model, required=default_needs_words()),
-        _check("index", index, required=False),
+        _index_check(index_dir),
     ]
+
+
+def _index_check(index_dir: Path) -> dict[str, Any]:
+    """The index, by ``avsearch index check``'s rules (checksums included). No index is only a
+    warning; a damaged one fails doctor with exit code 3 and names each problem."""
+    from avsearch.store.integrity import check_index
+    from avsearch.store.stats import index_stats
+
+    try:
+        report = check_index(index_dir)
+    except Exception as exc:  # no index (or not a folder): a warning, as before
+        return {
+            "name": "index",
+            "ok": False,
+            "detail": f"{type(exc).__name__}: {exc}",
+            "required": False,
+        }
+    if not report.ok:
+        detail = "; ".join(str(p) for p in report.problems)
+        return {
+            "name": "index",
+            "ok": False,
+            "detail": f"{len(report.problems)} problem(s) at {index_dir}: {detail}; run "
+            "`avsearch index repair`",
+            "required": True,
+            "exit_code": 3,
+            "problems": [p.to_json() for p in report.problems],
+        }
+
+    def healthy() -> str:
+        s = index_stats(index_dir)
+        return (
+            f"{s['files']} files, segments {s['segments']} at {index_dir}; "
+            f"{len(report.checked)} integrity checks passed"
+        )
+
+    return _check("index", healthy, required=False)

@@ -42,6 +42,10 @@ class MediaError(AvsearchError):
         self.reason = reason
 
 
+class NoAudioError(MediaError):
+    """A file (or a video's declared audio track) holds no audio samples at all."""
+
+
 class UnsupportedMediaError(MediaError):
     """The file's extension or content is not a kind avsearch handles."""
 
@@ -105,7 +109,8 @@ class IndexCorruptError(IndexStoreError):
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(
             message,
-            hint=hint or "run `avsearch index check` for details and `avsearch index repair` to fix",
+            hint=hint
+            or "run `avsearch index check` for details and `avsearch index repair` to fix",
         )
 
 

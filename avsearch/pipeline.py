@@ -28,7 +28,8 @@ from avsearch.config import EmbedConfig
 from avsearch.encoders.model import AVModel
 from avsearch.errors import AvsearchError, MediaError, UsageError
 from avsearch.media.decode import Piece, WindowSpec, file_pieces
-from avsearch.media.discover import MediaFile, discover, quick_hash
+from avsearch.media.discover import MediaFile, content_hash, discover, read_problem
+from avsearch.media.paths import display_text, path_fields
 from avsearch.store.index import IndexStore, ModelStamp
 from avsearch.store.manifest import Manifest, NewSegment
 
@@ -39,8 +40,12 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 
 @dataclass
 class Failure:
-    path: str
+    path: str  # as the file system gave it (a non-UTF-8 name holds surrogate escapes)
     reason: str
+
+    def to_json(self) -> dict[str, str]:
+        """``path`` printable (plus ``path_b64`` when the name is not UTF-8), ``reason``."""
+        return {**path_fields(self.path), "reason": display_text(self.reason)}
 
 
 @dataclass
@@ -56,11 +61,13 @@ class EmbedSummary:
     segments: int = 0
     audio_segments: int = 0
     visual_segments: int = 0
+    silent_segments: int = 0  # audio windows of digital silence: nothing to index
     media_seconds: float = 0.0
     seconds: float = 0.0
     total_files: int = 0
     total_segments: int = 0
     failures: list[Failure] = field(default_factory=list)
+    silent_files: list[str] = field(default_factory=list)  # indexed with no segment at all
     interrupted: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -79,12 +86,14 @@ class EmbedSummary:
                 "encoded": self.segments,
                 "audio": self.audio_segments,
                 "visual": self.visual_segments,
+                "silent": self.silent_segments,
                 "total_in_index": self.total_segments,
             },
             "files_in_index": self.total_files,
             "media_seconds": round(self.media_seconds, 3),
             "seconds": round(self.seconds, 3),
-            "failures": [{"path": f.path, "reason": f.reason} for f in self.failures],
+            "failures": [f.to_json() for f in self.failures],
+            "silent_files": [path_fields(p) for p in self.silent_files],
             "interrupted": self.interrupted,
         }
 
@@ -103,31 +112,56 @@ class Plan:
     unchanged: int
     moved: list[tuple[int, MediaFile]]
     removed: list[int]
+    failures: list[Failure] = field(default_factory=list)  # files that could not be read
 
 
 def plan(manifest: Manifest, files: Iterable[MediaFile], roots: list[Path]) -> Plan:
+    """Compare the discovered files with the manifest (see the module docstring).
+
+    Content is compared by its full hash (``content_hash``); a stored digest of another kind
+    (the old quick hash) never matches, so such a file is re-encoded once when its size or mtime
+    changed, and is not recognised as moved. Entries ``discover`` could not read, and files that
+    vanish or cannot be read while hashing, become ``failures``; their old rows are removed.
+    """
     existing = manifest.files_under(roots)
     unseen = {row["path"]: row for row in existing.values()}
     jobs: list[Job] = []
     moved: list[tuple[int, MediaFile]] = []
+    failures: list[Failure] = []
     unchanged = 0
     claimed: set[int] = set()
+
+    def read_hash(f: MediaFile) -> str | None:
+        try:
+            return content_hash(f.path)
+        except OSError as exc:
+            failures.append(Failure(str(f.path), read_problem(exc)))
+            return None
+
     for f in files:
+        if f.problem is not None:
+            failures.append(Failure(str(f.path), f.problem))
+            continue
         key = str(f.path)
         row = existing.get(key)
         if row is not None:
-            unseen.pop(key, None)
             if row["size"] == f.size and row["mtime_ns"] == f.mtime_ns:
+                unseen.pop(key, None)
                 unchanged += 1
                 continue
-            digest = quick_hash(f.path)
+            digest = read_hash(f)
+            if digest is None:
+                continue
+            unseen.pop(key, None)
             if digest == row["hash"]:  # touched, not changed
                 manifest.touch_file(row["id"], f.mtime_ns)
                 unchanged += 1
                 continue
             jobs.append(Job(f, "updated", digest, replace_id=row["id"]))
             continue
-        digest = quick_hash(f.path)
+        digest = read_hash(f)
+        if digest is None:
+            continue
         source = next(
             (
                 r
@@ -143,7 +177,7 @@ def plan(manifest: Manifest, files: Iterable[MediaFile], roots: list[Path]) -> P
         else:
             jobs.append(Job(f, "new", digest))
     removed = [row["id"] for row in unseen.values() if row["id"] not in claimed]
-    return Plan(jobs, unchanged, moved, removed)
+    return Plan(jobs, unchanged, moved, removed, failures)
 
 
 class _Decoder:
@@ -231,6 +265,8 @@ def run_embed(
         files = list(discover(roots, exclude=[index_dir], follow_symlinks=cfg.follow_symlinks))
         report("discovered", {"files": len(files)})
         the_plan = plan(store.manifest, files, roots)
+        summary.failures.extend(the_plan.failures)  # unreadable: dangling links, FIFOs, gone
+        summary.failed += len(the_plan.failures)
         summary.unchanged = the_plan.unchanged
         for file_id, f in the_plan.moved:
             store.manifest.move_file(file_id, str(f.path), f.size, f.mtime_ns)
@@ -277,14 +313,26 @@ def _encode_jobs(
     finished = 0
     last_commit = time.monotonic()
 
+    silent: dict[int, int] = {}  # silent audio windows seen, per job
+
     def flush(modality: str) -> None:
         batch = [(j, p) for j, p in pending[modality] if j not in failed]
         pending[modality] = []
         if not batch:
             return
         vecs = model.embed(modality, np.stack([p.data for _, p in batch]))
-        for (j, p), v in zip(batch, vecs, strict=True):
-            segments.setdefault(j, []).append(NewSegment(modality, p.index, p.start, p.end, v))
+        finite = np.all(np.isfinite(vecs), axis=1)
+        for (j, p), v, ok in zip(batch, vecs, finite, strict=True):
+            if ok:
+                segments.setdefault(j, []).append(NewSegment(modality, p.index, p.start, p.end, v))
+            else:  # never into the index: name the file and the window instead
+                path = str(jobs[j].file.path)
+                reason = (
+                    f"{modality} window {p.index} ({p.start:.2f}-{p.end:.2f} s) gave a "
+                    "non-finite vector; that segment is not indexed"
+                )
+                summary.failures.append(Failure(path, reason))
+                log.warning("%s: %s", path, reason)
             waiting[j] -= 1
             if j in decoded and waiting[j] == 0:
                 ready.append(j)
@@ -297,6 +345,8 @@ def _encode_jobs(
             for j in ready:
                 job = jobs[j]
                 segs = sorted(segments.pop(j, []), key=lambda s: (s.modality, s.idx))
+                if not segs and silent.get(j):
+                    summary.silent_files.append(str(job.file.path))
                 store.manifest.put_file(
                     path=str(job.file.path),
                     kind=job.file.kind,
@@ -330,6 +380,10 @@ def _encode_jobs(
                 continue
             if kind == _Decoder.PIECE:
                 if j in failed:
+                    continue
+                if payload.silent:  # digital silence holds nothing to find: no audio vector
+                    silent[j] = silent.get(j, 0) + 1
+                    summary.silent_segments += 1
                     continue
                 waiting[j] = waiting.get(j, 0) + 1
                 pending[payload.modality].append((j, payload))

@@ -15,9 +15,16 @@ import numpy as np
 
 from avsearch.config import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, QueryConfig
 from avsearch.encoders.model import AVModel
-from avsearch.errors import EmptyIndexError, MediaError, ModelMismatchError, UsageError
-from avsearch.media.decode import decode_query
+from avsearch.errors import (
+    EmptyIndexError,
+    MediaError,
+    ModelMismatchError,
+    NoAudioError,
+    UsageError,
+)
+from avsearch.media.decode import decode_query, has_audio_stream
 from avsearch.media.discover import media_kind
+from avsearch.media.paths import path_fields
 from avsearch.store.index import IndexStore
 
 log = logging.getLogger(__name__)
@@ -37,7 +44,7 @@ class Hit:
         return {
             "rank": self.rank,
             "score": round(self.score, 6),
-            "path": self.path,
+            **path_fields(self.path),  # + path_b64 (exact bytes) for a non-UTF-8 name
             "start": self.start,
             "end": self.end,
             "modality": self.modality,
@@ -52,16 +59,24 @@ class QueryResult:
     model: str
     grouped: bool
     results: list[Hit] = field(default_factory=list)
+    note: str | None = None  # why there are no results, when the query itself is the reason
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
+        out: dict[str, Any] = {
+            **path_fields(self.query, "query"),
             "query_modality": self.query_modality,
             "target": self.target,
             "model": self.model,
             "grouped": self.grouped,
             "results": [h.to_json() for h in self.results],
         }
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+class SilentQuery(Exception):
+    """The query's sound is digital silence: there is nothing in it to match."""
 
 
 def query_modalities(kind: str, target: str | None) -> tuple[str, str]:
@@ -90,12 +105,36 @@ def encode_query(
     model: AVModel, path: Path, kind: str, modality: str, cfg: QueryConfig
 ) -> np.ndarray:
     spec = model.window_spec()
-    pieces = decode_query(path, kind, spec, cfg.start, cfg.end, modality, model.image_size)  # type: ignore[arg-type]
+    try:
+        pieces = decode_query(path, kind, spec, cfg.start, cfg.end, modality, model.image_size)  # type: ignore[arg-type]
+    except NoAudioError as exc:
+        if kind == "video":
+            raise MediaError(
+                path,
+                "this video has no sound to query with; `--target audio` searches sounds "
+                "with its frames instead",
+            ) from exc
+        raise
+    span = "" if cfg.start is None and cfg.end is None else f" in [{cfg.start}, {cfg.end})"
     if not pieces:
+        if kind == "video" and modality == "audio" and not has_audio_stream(path):
+            raise MediaError(
+                path,
+                f"this video has no sound to query with{span}; `--target audio` searches "
+                "sounds with its frames instead",
+            )
         what = "audio" if modality == "audio" else "frames"
-        span = "" if cfg.start is None and cfg.end is None else f" in [{cfg.start}, {cfg.end})"
         raise MediaError(path, f"no {what} to query with{span}")
-    vecs = model.embed(modality, np.stack([p.data for p in pieces]))
+    heard = [p for p in pieces if not p.silent]
+    if not heard:
+        raise SilentQuery(
+            f"the query's sound{span} is digital silence (peak below -120 dBFS): there is "
+            "nothing in it to match"
+        )
+    vecs = model.embed(modality, np.stack([p.data for p in heard]))
+    vecs = vecs[np.all(np.isfinite(vecs), axis=1)]
+    if not len(vecs):
+        raise MediaError(path, f"the model gave no finite vector for this query{span}")
     mean = vecs.mean(axis=0)
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)[None, :]
 
@@ -130,7 +169,12 @@ def run_query(
                 if target == "visual"
                 else "embed some sounds or videos",
             )
-        qvec = encode_query(model, file.resolve(), kind, q_modality, cfg)
+        try:
+            qvec = encode_query(model, file.resolve(), kind, q_modality, cfg)
+        except SilentQuery as silent:
+            return QueryResult(
+                str(file), q_modality, target, model.name, not cfg.segments, [], str(silent)
+            )
         hits = _search(store, target, qvec, cfg.top, grouped=not cfg.segments)
     finally:
         if own_store:

@@ -35,7 +35,7 @@ import numpy as np
 from avsearch.encoders.backbones import Backbones
 from avsearch.errors import MediaError, UsageError
 from avsearch.media.decode import WindowSpec, file_pieces
-from avsearch.media.discover import MediaFile, discover, quick_hash
+from avsearch.media.discover import MediaFile, content_hash, discover, read_problem
 from avsearch.store.features import CachedWindow, FeatureCache
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,18 @@ def extract_features(
     out: list[FileFeatures] = []
     try:
         for f in files:
-            digest = quick_hash(f.path)
+            try:
+                if f.problem is not None:  # a dangling link, a FIFO, ...: never opened
+                    raise MediaError(f.path, f.problem)
+                try:
+                    digest = content_hash(f.path)
+                except OSError as exc:  # vanished or unreadable since the walk
+                    raise MediaError(f.path, read_problem(exc)) from exc
+            except MediaError as exc:
+                stats.failures.append((str(f.path), exc.reason))
+                log.warning("skipping %s: %s", f.path, exc.reason)
+                report("file", {"path": str(f.path), "ok": False})
+                continue
             windows = cache.get(digest, key)
             if windows is None:
                 try:

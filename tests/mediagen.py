@@ -84,3 +84,27 @@ def write_truncated(src: Path, dst: Path, keep: float = 0.3) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(data[: int(len(data) * keep)])
     return dst
+
+
+def write_mkv_empty_audio(path: Path, seconds: float = 5.0, fps: int = 10) -> Path:
+    """A Matroska video whose Opus audio track is declared but carries no packet at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = (96, 64)
+    with av.open(str(path), "w", format="matroska") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.width, v.height = size
+        v.pix_fmt = "yuv420p"
+        a = out.add_stream("libopus", rate=48000)
+        a.layout = "mono"
+        for i in range(int(seconds * fps)):
+            arr = np.empty((size[1], size[0], 3), np.uint8)
+            arr[:] = COLOURS[int(i / fps) % len(COLOURS)]
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            frame.pts = i
+            frame.time_base = fractions.Fraction(1, fps)
+            for packet in v.encode(frame):
+                out.mux(packet)
+        for packet in v.encode():
+            out.mux(packet)
+        del a  # declared, never fed
+    return path

@@ -85,9 +85,20 @@ def _numpy_safe_globals() -> list[Any]:
 
 
 def load_aisfx_checkpoint(src: Path) -> tuple[dict[str, torch.Tensor], Any]:
-    """Read the aisfx ``(state_dict, dataset_info)`` pickle with ``weights_only=True``."""
-    with torch.serialization.safe_globals(_numpy_safe_globals()):
-        obj = torch.load(src, map_location="cpu", weights_only=True)
+    """Read the aisfx ``(state_dict, dataset_info)`` pickle with ``weights_only=True``.
+
+    A pickle that needs anything beyond tensors and the few numpy globals above (a class, a
+    function such as ``os.system``) is refused with a ModelError, never executed.
+    """
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            obj = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for foreign globals, RuntimeError for junk
+        raise ModelError(
+            f"{src}: refused: not a weights-only aisfx checkpoint "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            hint="give aisfx/models/checkpoint.pth of the aisfx 0.1.2 wheel",
+        ) from exc
     if not (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], dict)):
         raise ModelError(f"{src}: expected a (state_dict, dataset_info) tuple")
     return obj[0], obj[1]

@@ -5,21 +5,27 @@ sizes, embedding dim, training recipe and data) and ``heads.safetensors`` (keys 
 ``visual.*``, optionally ``classifier.*``). Fine-tuned backbones add
 ``{audio,visual}_backbone.safetensors``. Its fingerprint, a sha256 over config and weight
 files, is stored in every index built with it.
+
+Loading is safe on a model directory from anywhere: weights are read from safetensors files only
+(never a pickle, which can run code; a pickle renamed ``.safetensors`` is refused by its header),
+``config.yaml`` with ``yaml.safe_load``, and a ``backbone_weights`` path must name a
+``.safetensors`` file inside the directory (no absolute path, no ``..``, no symlink leading out).
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
 from avsearch.encoders.heads import HeadConfig, ProjectionHead
-from avsearch.encoders.registry import models_root
+from avsearch.encoders.registry import BACKBONES, models_root
 from avsearch.errors import ModelError
 
 FORMAT_VERSION = 1
@@ -117,7 +123,83 @@ def load_config(model_dir: Path) -> ModelConfig:
         raise ModelError(f"{path}: cannot read model config ({exc})") from exc
     if not isinstance(raw, dict):
         raise ModelError(f"{path}: expected a mapping")
-    return ModelConfig.from_dict(raw, path)
+    config = ModelConfig.from_dict(raw, path)
+    for modality in ("audio", "visual"):
+        weights = getattr(config, modality).backbone_weights
+        if weights is not None:
+            contained_weights_path(model_dir, weights, f"{modality}.backbone_weights")
+    return config
+
+
+def contained_weights_path(model_dir: Path, value: object, key: str) -> Path:
+    """The file a config's weights entry names, refused (ModelError naming ``key``) unless it is
+    a relative ``.safetensors`` path that stays inside ``model_dir``, symlinks resolved."""
+    where = f"{model_dir / CONFIG}: {key}"
+    if not isinstance(value, str) or not value.strip():
+        raise ModelError(f"{where} must be a file name, got {value!r}")
+    rel = Path(value)
+    if rel.is_absolute() or value.startswith("~"):
+        raise ModelError(
+            f"{where} is the absolute path {value!r}; weights must lie inside the model "
+            "directory, named relative to it",
+            hint="copy the file into the model directory and give its name",
+        )
+    if ".." in rel.parts:
+        raise ModelError(
+            f"{where} ({value!r}) leads out of the model directory with '..'",
+            hint="copy the file into the model directory and give its name",
+        )
+    if rel.suffix != ".safetensors":
+        raise ModelError(
+            f"{where} ({value!r}) is not a .safetensors file; model directories load "
+            "safetensors weights only",
+            hint="convert the weights to safetensors (safetensors.torch.save_file)",
+        )
+    root = model_dir.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise ModelError(
+            f"{where} ({value!r}) is a symbolic link leading out of the model directory "
+            f"(to {path})",
+            hint="copy the file into the model directory instead of linking to it",
+        )
+    return path
+
+
+_PICKLE_HINT = "model weights are read from safetensors only: a pickle can run code when loaded"
+
+
+def check_safetensors(path: Path, what: str) -> None:
+    """Refuse (ModelError) a file that is not safetensors, e.g. a pickle renamed to it.
+
+    Checks the format's frame: an 8-byte little-endian header length, then a JSON header
+    (``{...``) that fits in the file. Loading the tensors checks the rest.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(9)
+            size = path.stat().st_size
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
+    if len(head) == 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 2 <= n <= size - 8:
+            return
+    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        kind = "a pickle (a PyTorch checkpoint)"
+    else:
+        kind = "not a safetensors file"
+    raise ModelError(f"{path}: {what} is {kind}, not safetensors; refused", hint=_PICKLE_HINT)
+
+
+def load_safetensors(path: Path, what: str) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; ModelError when it is missing, not safetensors, or
+    damaged."""
+    check_safetensors(path, what)
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises SafetensorError and others for bad files
+        raise ModelError(f"{path}: cannot read {what}: {exc}", hint=_PICKLE_HINT) from exc
 
 
 def fingerprint(model_dir: Path) -> str:
@@ -131,13 +213,17 @@ def fingerprint(model_dir: Path) -> str:
 
 
 def backbone_weights_path(model_dir: Path, tower: TowerConfig) -> Path | None:
+    """The tower's fine-tuned backbone file inside ``model_dir`` (checked: contained, and
+    safetensors by its header); None when the tower uses its backbone's installed weights."""
     if tower.backbone_weights is None:
         return None
-    for base in (model_dir, models_root()):
-        path = (base / tower.backbone_weights).resolve()
-        if path.exists():
-            return path
-    raise ModelError(f"{model_dir}: backbone weights {tower.backbone_weights!r} not found")
+    info = BACKBONES.get(tower.backbone)
+    key = f"{info.modality if info else tower.backbone}.backbone_weights"
+    path = contained_weights_path(model_dir, tower.backbone_weights, key)
+    if not path.is_file():
+        raise ModelError(f"{model_dir}: backbone weights {tower.backbone_weights!r} not found")
+    check_safetensors(path, f"{tower.backbone} backbone weights")
+    return path
 
 
 def save_model_dir(
@@ -171,7 +257,7 @@ def load_heads(model_dir: Path, config: ModelConfig) -> tuple[ProjectionHead, Pr
     path = model_dir / HEADS
     if not path.exists():
         raise ModelError(f"{model_dir}: {HEADS} is missing")
-    state = load_file(str(path))
+    state = load_safetensors(path, "projection heads")
     heads = []
     for modality, tower in (("audio", config.audio), ("visual", config.visual)):
         head = ProjectionHead(tower.head)

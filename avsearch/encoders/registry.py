@@ -124,11 +124,42 @@ BACKBONES: dict[str, BackboneInfo] = {
 }
 
 
+def _soundnet_default() -> Path:
+    return models_root() / "backbones" / "soundnet" / "model.safetensors"
+
+
+def _load_soundnet(path: Path | None) -> nn.Module:
+    from avsearch.encoders.soundnet import SoundNetBackbone, load_soundnet
+
+    return SoundNetBackbone(load_soundnet(path or _soundnet_default()))
+
+
+BACKBONES["soundnet"] = BackboneInfo(
+    "soundnet",
+    "audio",
+    2425,
+    "SoundNet-8 (Aytar, Vondrick & Torralba, NeurIPS 2016), MIT; 22.05 kHz waveform (each "
+    "window resampled from 44.1 kHz and mirrored out to 20 s): conv7 max-pooled (1024), "
+    "ImageNet object (1000) and Places scene (401) distributions",
+    _load_soundnet,
+    _soundnet_default,
+)
+
+
 def load_backbone(name: str, weights: Path | None = None) -> nn.Module:
+    """A backbone in eval mode, frozen. Any failure to read its weights is a ModelError."""
     info = BACKBONES.get(name)
     if info is None:
         raise ModelError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
-    module = info.loader(weights)
+    try:
+        module = info.loader(weights)
+    except ModelError:
+        raise
+    except Exception as exc:  # a damaged or foreign weights file: name it, no traceback
+        source = weights or "its installed weights"
+        raise ModelError(
+            f"cannot load the {name} backbone from {source}: {type(exc).__name__}: {exc}"
+        ) from exc
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)

@@ -63,6 +63,7 @@ N_FILTERS = 64
 N_FRAMES = 1 + -(-(CLIP_SAMPLES - FRAME_LEN) // FRAME_STEP)  # 149
 WORDS_DIM = 2048
 SINC_ZEROS = 16
+FLAT_FBANK = 1e-6  # a log-filterbank spread below this is flat: no word to embed
 ROLLOFF = 0.945
 WEIGHTS_ENV = "AVSEARCH_WORDS_WEIGHTS"
 PACKAGE = "eff_word_net"
@@ -213,10 +214,21 @@ class WordModel:
         self._input = self._session.get_inputs()[0].name
 
     def embed_logfbank(self, feats: np.ndarray) -> np.ndarray:
-        """``[B, 149, 64]`` -> ``float32 [B, 2048]`` (unit vectors)."""
+        """``[B, 149, 64]`` -> ``float32 [B, 2048]``: unit vectors, or zeros for "no word".
+
+        The network min-max normalises its input, ``(x - min) / (max - min)``: a clip whose
+        filterbank is flat (digital silence, or a crop that falls between two sounds) divides
+        zero by zero and comes out NaN. Such a clip holds no word, so it gets the zero vector
+        (finite, and the same for every silent clip); so does any row the network still
+        returns non-finite.
+        """
         out = np.zeros((len(feats), WORDS_DIM), dtype=np.float32)
         for i, f in enumerate(np.asarray(feats, dtype=np.float32)):
-            out[i] = self._session.run(None, {self._input: f[None, None]})[0][0]
+            if not np.all(np.isfinite(f)) or float(f.max() - f.min()) < FLAT_FBANK:
+                continue
+            row = self._session.run(None, {self._input: f[None, None]})[0][0]
+            if np.all(np.isfinite(row)):
+                out[i] = row
         return out
 
     def embed_windows(self, waves: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

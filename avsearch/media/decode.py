@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fractions
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageOps
 
-from avsearch.errors import ImageTooLargeError, MediaError
+from avsearch.errors import ImageTooLargeError, MediaError, NoAudioError
 from avsearch.media.segment import window_count, window_index
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ Modality = Literal["audio", "visual"]
 SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga"})
 MAX_IMAGE_PIXELS = 200_000_000
 MAX_BAD_PACKET_SHARE = 0.5  # more damaged packets than this and the stream counts as unreadable
+# A window whose peak is below this (-120 dBFS) is digital silence: below the smallest step of
+# 16-bit audio (3e-5), so only exact zeros (or codec rounding of them) fall under it.
+SILENCE_PEAK = 1e-6
 
 Image.MAX_IMAGE_PIXELS = None  # we check the limit ourselves, with a typed error
 
@@ -43,6 +47,12 @@ class Piece:
     end: float
     data: np.ndarray  # audio: float32 [samples]; visual: uint8 [H, W, 3] RGB
     padded: bool = False
+    silent: bool = False  # audio only: digital silence (peak below SILENCE_PEAK)
+
+
+def is_silent(samples: np.ndarray) -> bool:
+    """True when a window holds digital silence: its peak is below ``SILENCE_PEAK``."""
+    return samples.size == 0 or float(np.max(np.abs(samples))) < SILENCE_PEAK
 
 
 @dataclass(frozen=True)
@@ -75,8 +85,14 @@ def _frames_to_mono(frames: list[av.AudioFrame]) -> np.ndarray:
     return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32)
 
 
+def _sound_file(path: Path) -> sf.SoundFile:
+    """Open with soundfile by the path's bytes: it cannot encode a str holding the surrogate
+    escapes of a non-UTF-8 file name (PyAV and Pillow take such a str as it is)."""
+    return sf.SoundFile(os.fsencode(path))
+
+
 def _soundfile_chunks(path: Path, rate: int, block: int = 1 << 16) -> Iterator[np.ndarray]:
-    with sf.SoundFile(str(path)) as fh:
+    with _sound_file(path) as fh:
         src_rate = int(fh.samplerate)
         if fh.frames == 0:
             return
@@ -98,9 +114,14 @@ def _soundfile_chunks(path: Path, rate: int, block: int = 1 << 16) -> Iterator[n
 
 
 def _open(path: Path) -> av.container.InputContainer:
-    """Open a media container, or raise MediaError naming the file and the reason."""
+    """Open a media container, or raise MediaError naming the file and the reason.
+
+    A str path holding the surrogate escapes of a non-UTF-8 file name works as it is. Tags that
+    are not UTF-8 (old taggers write Latin-1) are read with replacement characters rather than
+    failing the whole file: nothing here uses tags.
+    """
     try:
-        return av.open(str(path))
+        return av.open(str(path), metadata_errors="replace")
     except (av.error.FFmpegError, OSError) as exc:
         raise MediaError(path, f"cannot open: {exc}") from exc
 
@@ -128,7 +149,13 @@ def _pyav_audio_chunks(path: Path, rate: int) -> Iterator[np.ndarray]:
                 out: list[av.AudioFrame] = []
                 for frame in frames:
                     frame.pts = None  # let the resampler follow sample counts, not damaged pts
-                    out.extend(resampler.resample(frame))
+                    try:
+                        out.extend(resampler.resample(frame))
+                    except ValueError:  # the stream changed rate/layout/format mid-way
+                        log.debug("%s: audio format changed mid-stream; resampling anew", path)
+                        out.extend(resampler.resample(None))
+                        resampler = _resampler(rate)
+                        out.extend(resampler.resample(frame))
                 yield _frames_to_mono(out)
         except av.error.FFmpegError as exc:
             raise MediaError(path, f"audio stream cannot be read: {exc}") from exc
@@ -143,7 +170,7 @@ def audio_chunks(path: Path, rate: int, *, prefer_soundfile: bool = True) -> Ite
     """Mono float32 chunks at ``rate`` Hz for an audio file or a video's first audio track."""
     if prefer_soundfile and path.suffix.lower() in SOUNDFILE_EXTENSIONS:
         try:
-            with sf.SoundFile(str(path)):
+            with _sound_file(path):
                 pass
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             log.debug("%s: soundfile cannot open it (%s); trying PyAV", path, exc)
@@ -170,17 +197,19 @@ def audio_pieces(path: Path, spec: WindowSpec) -> Iterator[Piece]:
         total += chunk.size
         buf = np.concatenate([buf, chunk]) if buf.size else chunk
         while buf.size >= n:
+            window = np.ascontiguousarray(buf[:n])
             yield Piece(
                 "audio",
                 k,
                 round(k * spec.seconds, 6),
                 round((k + 1) * spec.seconds, 6),
-                np.ascontiguousarray(buf[:n]),
+                window,
+                silent=is_silent(window),
             )
             buf = buf[n:]
             k += 1
     if total == 0:
-        raise MediaError(path, "no audio samples could be decoded")
+        raise NoAudioError(path, "no audio samples could be decoded")
     tail = buf.size / spec.sample_rate
     if buf.size and (k == 0 or tail >= spec.min_tail):
         padded = np.zeros(n, dtype=np.float32)
@@ -192,6 +221,7 @@ def audio_pieces(path: Path, spec: WindowSpec) -> Iterator[Piece]:
             round(k * spec.seconds + tail, 6),
             padded,
             padded=True,
+            silent=is_silent(buf),
         )
 
 
@@ -302,7 +332,10 @@ def file_pieces(path: Path, kind: str, spec: WindowSpec, image_size: int = 224) 
         yield from audio_pieces(path, spec)
     elif kind == "video":
         if has_audio_stream(path):
-            yield from audio_pieces(path, spec)
+            try:
+                yield from audio_pieces(path, spec)
+            except NoAudioError:  # a declared track with no samples: index the frames alone
+                log.info("%s: its audio track holds no samples; indexing its frames", path)
         yield from video_pieces(path, spec, image_size)
     else:  # pragma: no cover - discover() never yields another kind
         raise MediaError(path, f"unsupported media kind {kind!r}")

@@ -1,20 +1,38 @@
-"""Walk folders for media files; stat and content-hash them (rclip-style quick hash)."""
+"""Walk folders for media files; stat and content-hash them.
+
+``discover`` yields every media file it finds, and also the entries named like media that cannot
+be read as files (a dangling symbolic link, a FIFO, a socket, a device): those come with
+``problem`` set, so the caller can name them as failures; they are never opened (a FIFO would
+block). With ``follow_symlinks`` a folder reached twice (a link loop such as ``ln -s .. loop``)
+is walked once, and a file reached through several links is yielded once.
+
+``content_hash`` hashes the whole content (sha256, streamed in 1 MiB blocks); its digests carry
+their kind (``sha256:…``), so a digest of another kind (the old quick hash) never matches one.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from avsearch.config import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from avsearch.media.paths import display_path
+
+log = logging.getLogger(__name__)
 
 MediaKind = Literal["video", "audio", "image"]
 
-HASH_HEAD = 1 << 20  # first 1 MiB
-HASH_TAIL = 1 << 10  # last 1 KiB
+HASH_KIND = "sha256"  # the kind of digest content_hash writes (its prefix)
+HASH_BLOCK = 1 << 20  # content_hash reads 1 MiB at a time
+HASH_HEAD = 1 << 20  # quick_hash (legacy): first 1 MiB
+HASH_TAIL = 1 << 10  # quick_hash (legacy): last 1 KiB
 
 
 @dataclass(frozen=True)
@@ -23,6 +41,7 @@ class MediaFile:
     kind: MediaKind
     size: int
     mtime_ns: int
+    problem: str | None = None  # set: named like media but cannot be read (reason); not a file
 
 
 def media_kind(path: Path) -> MediaKind | None:
@@ -42,50 +61,132 @@ def discover(
     """Yield media files under ``roots`` (files or folders), sorted, skipping hidden entries.
 
     Folders in ``exclude`` (e.g. the index directory) are not entered. A root that is itself a
-    file is yielded when its extension is a media one, hidden or not.
+    file is yielded when its extension is a media one, hidden or not. Each real file is yielded
+    once, under the first name the walk reaches it by; entries named like media that are not
+    readable files are yielded with ``problem`` set (see the module docstring).
     """
-    excluded = {p.resolve() for p in exclude}
-    seen: set[Path] = set()
+    excluded = {os.path.realpath(p) for p in exclude}
+    seen: set[str] = set()  # real paths of the files yielded
+    visited: set[tuple[int, int]] = set()  # (st_dev, st_ino) of the folders walked
+
+    def emit(path: Path) -> Iterator[MediaFile]:
+        found = _one(path)
+        if found is None:
+            return
+        if found.problem is None:
+            real = os.path.realpath(path)
+            if real in seen:
+                return
+            seen.add(real)
+        elif str(path) in seen:
+            return
+        else:
+            seen.add(str(path))
+        yield found
+
+    def walk_error(exc: OSError) -> None:
+        log.warning("cannot list %s: %s", display_path(exc.filename or "?"), exc.strerror)
+
     for root in roots:
         root = root.expanduser().resolve()
-        if root.is_file():
-            found = _one(root)
-            if found is not None and root not in seen:
-                seen.add(root)
-                yield found
+        if not root.is_dir():
+            yield from emit(root)
             continue
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):
+        for dirpath, dirnames, filenames in os.walk(
+            root, onerror=walk_error, followlinks=follow_symlinks
+        ):
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                dirnames[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in visited:  # reached again through a link: a loop
+                dirnames[:] = []
+                continue
+            visited.add((st.st_dev, st.st_ino))
             here = Path(dirpath)
             dirnames[:] = sorted(
-                d for d in dirnames if not d.startswith(".") and (here / d) not in excluded
+                d
+                for d in dirnames
+                if not d.startswith(".") and os.path.realpath(here / d) not in excluded
             )
             for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                path = here / name
-                if path in seen:
-                    continue
-                found = _one(path)
-                if found is not None:
-                    seen.add(path)
-                    yield found
+                if not name.startswith("."):
+                    yield from emit(here / name)
 
 
 def _one(path: Path) -> MediaFile | None:
+    """The MediaFile for ``path``; None when it is not named like media. Never opens it."""
     kind = media_kind(path)
     if kind is None:
         return None
     try:
         st = path.stat()
-    except OSError:
-        return None
-    if not path.is_file():
-        return None
+    except OSError as exc:
+        return MediaFile(path, kind, 0, 0, problem=_stat_problem(path, exc))
+    if not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
+            return None  # a folder named like media (only as a root; the walk enters it)
+        return MediaFile(path, kind, 0, 0, problem=f"not a regular file ({_file_type(st.st_mode)})")
     return MediaFile(path=path, kind=kind, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
+def _stat_problem(path: Path, exc: OSError) -> str:
+    if path.is_symlink():
+        if isinstance(exc, FileNotFoundError):
+            return "dangling symbolic link (its target does not exist)"
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+    if isinstance(exc, FileNotFoundError):
+        return "disappeared before it could be read"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return f"cannot be read: {exc.strerror or exc}"
+
+
+def _file_type(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a file"
+
+
+def read_problem(exc: OSError) -> str:
+    """Why a file found by ``discover`` could not be read (for a failure entry)."""
+    if isinstance(exc, FileNotFoundError):
+        return "disappeared before it could be read"
+    if isinstance(exc, PermissionError):
+        return "permission denied: cannot read it"
+    if isinstance(exc, IsADirectoryError):
+        return "became a folder before it could be read"
+    return f"cannot be read: {exc.strerror or exc}"
+
+
+def content_hash(path: Path) -> str:
+    """``sha256:<hex>`` of the whole content, read in 1 MiB blocks (stable when a file moves).
+
+    Opens without blocking and refuses anything but a regular file, so a FIFO put in a file's
+    place is never waited on. Raises OSError (FileNotFoundError, PermissionError, ...).
+    """
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb", buffering=0) as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file", os.fspath(path))
+        while block := fh.read(HASH_BLOCK):
+            h.update(block)
+    return f"{HASH_KIND}:{h.hexdigest()}"
+
+
 def quick_hash(path: Path) -> str:
-    """sha256 of (size, first 1 MiB, last 1 KiB): cheap, and stable when a file is moved."""
+    """Legacy (indexes written before the content hash): sha256 of (size, first 1 MiB, last
+    1 KiB). Misses edits in the middle of a file, so it no longer decides anything; kept for
+    ``bench/hash_cost.py``. Its digests are bare hex, so they never equal a ``content_hash``."""
     h = hashlib.sha256()
     size = path.stat().st_size
     h.update(str(size).encode())

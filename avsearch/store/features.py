@@ -1,17 +1,28 @@
 """Backbone feature cache: per file content hash, backbone and window, the raw backbone features
 of every window. It lives in the index directory (``features.sqlite``), so a second training
 run on the same folder decodes nothing, and a moved file keeps its features.
+
+It records its schema version in a ``meta`` table (``FEATURES_SCHEMA_VERSION``). A cache that
+SQLite cannot read, or one with no or another schema version, is only a cache: it is discarded
+and re-created empty (with a warning), and ``avsearch index check`` reports it.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
+FEATURES_SCHEMA_VERSION = 1
+
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS features (
     hash TEXT NOT NULL,
     backbone TEXT NOT NULL,
@@ -39,10 +50,19 @@ class CachedWindow:
 
 class FeatureCache:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.executescript(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:  # the index path is a file
+            from avsearch.store.index import not_a_folder_error
+
+            raise not_a_folder_error(path.parent) from exc
+        self.path = path
+        try:
+            self.conn = _open(path)
+        except _Unusable as why:
+            log.warning("%s %s; it is only a cache, so it is re-created empty", path, why)
+            discard_cache(path)
+            self.conn = _open(path)
 
     def close(self) -> None:
         self.conn.close()
@@ -98,3 +118,68 @@ class FeatureCache:
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM done").fetchone()[0])
+
+
+class _Unusable(Exception):
+    """The cache file cannot be used as it is (the message says why)."""
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables:
+            problem = _version_problem(conn, tables)
+            if problem:
+                raise _Unusable(problem)
+        conn.executescript(_SCHEMA)
+        if not tables:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)",
+                (str(FEATURES_SCHEMA_VERSION),),
+            )
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise
+        raise _Unusable(f"is not a SQLite database or is damaged ({exc})") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _version_problem(conn: sqlite3.Connection, tables: set[str]) -> str | None:
+    if "meta" not in tables:
+        return "has no schema version (written by an older avsearch, or damaged)"
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return "has no schema version (written by an older avsearch, or damaged)"
+    if str(row[0]) != str(FEATURES_SCHEMA_VERSION):
+        return f"has schema version {row[0]!r}, not {FEATURES_SCHEMA_VERSION}"
+    return None
+
+
+def features_problem(path: Path) -> str | None:
+    """What is wrong with a feature cache file, or None (for ``avsearch index check``)."""
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30.0)
+    except sqlite3.Error as exc:
+        return f"cannot be opened ({exc})"
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            return "is damaged: " + "; ".join(str(r) for r in rows[:5])
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return _version_problem(conn, tables)
+    except sqlite3.DatabaseError as exc:
+        return f"is not a SQLite database or is damaged ({exc})"
+    finally:
+        conn.close()
+
+
+def discard_cache(path: Path) -> None:
+    """Delete a feature cache and its WAL/shared-memory files."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)

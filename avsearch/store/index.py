@@ -5,20 +5,37 @@ Layout of an index directory (default ``./.avsearch``)::
     manifest.sqlite      files, segments, vectors, schema version, model name + fingerprint
     audio.faiss          FAISS index of audio segment vectors (ids = segment ids)
     visual.faiss         FAISS index of visual segment vectors
-    vectors.json         generation/count/type of each FAISS file
+    vectors.json         per FAISS file: generation, count, dim, type, byte size, sha256
+    embed.lock           the writer lock (see avsearch.store.lock)
+
+The manifest is the source of truth; the FAISS files are derived from it. A reader checks a FAISS
+file against ``vectors.json`` (and that against the manifest) before using it; a stale,
+mismatched or damaged file is rebuilt from one consistent read of the manifest, and saved only
+when no writer holds the lock (else it stays in memory). ``sync_vectors`` (end of embed) does the
+same and always saves, since the writer holds the lock.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from avsearch.errors import ModelMismatchError, NoIndexError, SchemaError
+from avsearch.errors import (
+    IndexCorruptError,
+    ModelMismatchError,
+    NoIndexError,
+    SchemaError,
+    UsageError,
+)
+from avsearch.media.paths import display_path
 from avsearch.store import vectors as vx
+from avsearch.store.lock import WriterLock, writer_active
 from avsearch.store.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -26,6 +43,15 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.sqlite"
 SIDECAR = "vectors.json"
 MODALITIES = ("audio", "visual")
+
+
+def not_a_folder_error(root: Path) -> UsageError:
+    """The index path names an existing file (or lies under one): say so, and what to do."""
+    return UsageError(
+        f"the index path {display_path(root)} is an existing file (or inside one), not a folder",
+        hint="pass --index DIR (or set AVSEARCH_INDEX / `index:` in avsearch.yaml) to a folder; "
+        "avsearch creates it if it does not exist",
+    )
 
 
 @dataclass(frozen=True)
@@ -36,42 +62,82 @@ class ModelStamp:
     ref: str = ""  # how to load the model again: a shipped model's name or a directory
 
 
+def move_manifest_aside(root: Path) -> Path:
+    """Rename a damaged ``manifest.sqlite`` (with its -wal/-shm files) to
+    ``manifest.sqlite.damaged-<timestamp>``, and drop the FAISS files and sidecar derived from
+    it; returns the new path. The next ``embed`` then starts a new manifest."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = root / f"{MANIFEST}.damaged-{stamp}"
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = root / f"{MANIFEST}.damaged-{stamp}-{n}"
+    for suffix in ("-wal", "-shm", ""):  # the database last: a -wal never outlives its file
+        src = root / f"{MANIFEST}{suffix}"
+        if src.exists():
+            src.rename(aside.with_name(aside.name + suffix))
+    for derived in (SIDECAR, *(f"{m}.faiss" for m in MODALITIES)):
+        (root / derived).unlink(missing_ok=True)
+    return aside
+
+
 class IndexStore:
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest, lock: WriterLock | None = None) -> None:
         self.root = root
         self.manifest = manifest
+        self._lock = lock  # held by a store opened for writing (create_or_open)
         self._indexes: dict[str, faiss.Index] = {}
 
     # ------------------------------------------------------------------------------- opening
     @classmethod
     def create_or_open(cls, root: Path, model: ModelStamp, *, rebuild: bool = False) -> IndexStore:
         """For writing (embed). Refuses an index of another model unless ``rebuild``."""
-        root.mkdir(parents=True, exist_ok=True)
-        manifest = Manifest(root / MANIFEST)
-        manifest.ensure_schema()
-        store = cls(root, manifest)
-        stamp = store.model_stamp()
-        if stamp is None or rebuild:
-            with manifest.transaction():
-                if stamp is not None:
-                    log.info(
-                        "rebuilding: dropping %d files encoded with model %s",
-                        manifest.file_count(),
-                        stamp.name,
-                    )
-                    manifest.clear()
-                manifest.set_meta("model_name", model.name)
-                manifest.set_meta("model_fingerprint", model.fingerprint)
-                manifest.set_meta("dim", str(model.dim))
-                manifest.set_meta("model_ref", model.ref or model.name)
-        elif stamp.fingerprint != model.fingerprint:
-            manifest.close()
-            raise ModelMismatchError(root, stamp.name, model.name)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise not_a_folder_error(root) from exc
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create the index directory {display_path(root)}: {exc.strerror}",
+                hint="pass --index DIR with a folder you can write to",
+            ) from exc
+        lock = WriterLock.acquire(root, "embed")  # held until close(); IndexBusyError if taken
+        try:
+            manifest = _open_for_writing(root, rebuild=rebuild)
+        except BaseException:
+            lock.release()
+            raise
+        store = cls(root, manifest, lock)
+        try:
+            stamp = store.model_stamp()
+            if stamp is None or rebuild:
+                with manifest.transaction():
+                    if stamp is not None:
+                        log.info(
+                            "rebuilding: dropping %d files encoded with model %s",
+                            manifest.file_count(),
+                            stamp.name,
+                        )
+                        manifest.clear()
+                    manifest.set_meta("model_name", model.name)
+                    manifest.set_meta("model_fingerprint", model.fingerprint)
+                    manifest.set_meta("dim", str(model.dim))
+                    manifest.set_meta("model_ref", model.ref or model.name)
+            elif stamp.fingerprint != model.fingerprint:
+                raise ModelMismatchError(root, stamp.name, model.name)
+            if not manifest.get_meta("index_id"):
+                with manifest.transaction():
+                    manifest.set_meta("index_id", uuid.uuid4().hex)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod
     def open_existing(cls, root: Path) -> IndexStore:
         """For reading (query, eval, stats)."""
+        if root.exists() and not root.is_dir():
+            raise not_a_folder_error(root)
         path = root / MANIFEST
         if not path.exists():
             raise NoIndexError(root)
@@ -93,7 +159,11 @@ class IndexStore:
 
     def close(self) -> None:
         self._indexes.clear()
-        self.manifest.close()
+        try:
+            self.manifest.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> IndexStore:
         return self
@@ -107,6 +177,10 @@ class IndexStore:
         dim = self.manifest.get_meta("dim")
         if not (name and fp and dim):
             return None
+        if not dim.isdigit():
+            raise IndexCorruptError(
+                f"{self.manifest.path} has an unreadable dim {dim!r} (meta.dim)"
+            )
         return ModelStamp(name, fp, int(dim), self.manifest.get_meta("model_ref") or name)
 
     @property
@@ -116,39 +190,181 @@ class IndexStore:
         return stamp.dim
 
     # ------------------------------------------------------------------------------- vectors
-    def sync_vectors(self, *, force: bool = False) -> dict[str, vx.IndexInfo]:
-        """Rebuild each modality's FAISS file if the manifest moved on since it was written."""
+    def faiss_path(self, modality: str) -> Path:
+        return self.root / f"{modality}.faiss"
+
+    @property
+    def index_id(self) -> str:
+        """A random id of this manifest (so a sidecar left by another manifest never fits)."""
+        return self.manifest.get_meta("index_id") or ""
+
+    def record_problem(
+        self, modality: str, info: vx.IndexInfo | None, generation: int
+    ) -> tuple[str, bool] | None:
+        """Why a sidecar record does not describe this manifest state, as (reason, damaged):
+        ``damaged`` is False for a stale record (an interrupted or running embed), True for a
+        record that disagrees with the manifest it claims to describe."""
+        if info is None:
+            return "has no record in vectors.json", False
+        if info.manifest_id != self.index_id:
+            return "was built from another manifest", False
+        if info.generation != generation:
+            return (
+                f"was built from generation {info.generation}; the manifest is at {generation}",
+                False,
+            )
+        count = self.manifest.segment_count(modality)
+        if info.count != count or info.dim != self.dim:
+            return (
+                f"disagrees with the manifest: vectors.json records {info.count} vectors of dim "
+                f"{info.dim}, the manifest holds {count} of dim {self.dim}",
+                True,
+            )
+        return None
+
+    def vector_problem(
+        self, modality: str, *, checksum: bool | None = None, load: bool = True
+    ) -> tuple[str, bool] | None:
+        """What keeps a modality's FAISS file from serving queries now, as (reason, damaged);
+        None when it is up to date and checks out (see ``vx.verify_index_file``)."""
+        with self.manifest.read_snapshot():
+            info = vx.read_sidecar(self.root / SIDECAR).get(modality)
+            problem = self.record_problem(modality, info, self.manifest.generation)
+            if problem is not None:
+                return problem
+            _, detail = vx.verify_index_file(
+                self.faiss_path(modality), info, checksum=checksum, load=load
+            )
+            return None if detail is None else (detail, True)
+
+    def sync_vectors(
+        self, *, force: bool = False, checksum: bool | None = None
+    ) -> dict[str, vx.IndexInfo]:
+        """Rebuild each modality's FAISS file that is stale (the manifest moved on), missing,
+        damaged (size, and sha256 as ``vx.verify_index_file`` decides) or disagrees with the
+        manifest.
+
+        Built from one consistent read of the manifest. Saved when this store holds the writer
+        lock or can take it; else kept in memory for this store's searches. Raises
+        IndexCorruptError when the manifest holds a vector that cannot enter FAISS (NaN/inf)."""
         sidecar = self.root / SIDECAR
-        infos = vx.read_sidecar(sidecar)
-        generation = self.manifest.generation
-        changed = False
-        for modality in MODALITIES:
-            path = self.root / f"{modality}.faiss"
-            info = infos.get(modality)
-            if not force and info and info.generation == generation and path.exists():
-                continue
-            ids, vecs = self.manifest.vectors(modality, self.dim)
-            spec = vx.choose_index_spec(len(ids), self.dim)
-            index = vx.build_index(ids, vecs, spec)
-            vx.save_index(index, path)
-            infos[modality] = vx.IndexInfo(generation, len(ids), self.dim, spec.kind, spec.factory)
+        built: dict[str, tuple[faiss.Index, vx.IndexInfo]] = {}
+        with self.manifest.read_snapshot():
+            infos = vx.read_sidecar(sidecar)
+            generation = self.manifest.generation
+            for modality in MODALITIES:
+                path = self.faiss_path(modality)
+                info = infos.get(modality)
+                if not force:
+                    problem = self.record_problem(modality, info, generation)
+                    if problem is None:
+                        _, detail = vx.verify_index_file(path, info, checksum=checksum, load=False)
+                        if detail is None:
+                            continue
+                        problem = (detail, True)
+                    self._log_rebuild(path, *problem)
+                built[modality] = self._build(modality, generation)
+        for modality, (index, _) in built.items():
             self._indexes[modality] = index
-            changed = True
-        if changed:
-            vx.write_sidecar(sidecar, infos)
+        if built:
+            infos = self._save(built, infos) or infos
         return infos
 
     def index_for(self, modality: str) -> faiss.Index:
-        if modality not in self._indexes:
+        """The FAISS index of a modality, checked (size, count, dim) against vectors.json and
+        that against the manifest; rebuilt from the manifest when stale, damaged or missing."""
+        if modality in self._indexes:
+            return self._indexes[modality]
+        path = self.faiss_path(modality)
+        with self.manifest.read_snapshot():
+            generation = self.manifest.generation
             infos = vx.read_sidecar(self.root / SIDECAR)
             info = infos.get(modality)
-            path = self.root / f"{modality}.faiss"
-            if info is None or info.generation != self.manifest.generation or not path.exists():
-                log.info("vector index for %s is stale; rebuilding from the manifest", modality)
-                self.sync_vectors()
-            if modality not in self._indexes:
-                self._indexes[modality] = vx.load_index(path)
-        return self._indexes[modality]
+            problem = self.record_problem(modality, info, generation)
+            if problem is None:
+                index, detail = vx.verify_index_file(path, info)
+                if index is not None:
+                    self._indexes[modality] = index
+                    return index
+                problem = (detail or "is unreadable", True)
+            self._log_rebuild(path, *problem)
+            built = self._build(modality, generation)
+        self._indexes[modality] = built[0]
+        self._save({modality: built}, infos)
+        return built[0]
+
+    def _log_rebuild(self, path: Path, reason: str, damaged: bool) -> None:
+        if damaged and not (self._lock is None and writer_active(self.root)):
+            log.warning("%s %s; rebuilding it from the manifest", path, reason)
+        else:  # stale, or a writer is replacing it right now: routine
+            log.info("%s %s; rebuilding it from the manifest", path, reason)
+
+    def _build(self, modality: str, generation: int) -> tuple[faiss.Index, vx.IndexInfo]:
+        """A FAISS index of the manifest's vectors (inside the caller's read snapshot)."""
+        ids, vecs = self.manifest.vectors(modality, self.dim)  # IndexCorruptError for NaN/inf
+        spec = vx.choose_index_spec(len(ids), self.dim)
+        try:
+            index = vx.build_index(ids, vecs, spec)
+        except RuntimeError as exc:
+            raise IndexCorruptError(
+                f"cannot build the {modality} vector index from {self.manifest.path}: "
+                f"{vx.faiss_error_text(exc)}"
+            ) from exc
+        info = vx.IndexInfo(
+            generation, len(ids), self.dim, spec.kind, spec.factory, manifest_id=self.index_id
+        )
+        return index, info
+
+    def _save(
+        self, built: dict[str, tuple[faiss.Index, vx.IndexInfo]], seen: dict[str, vx.IndexInfo]
+    ) -> dict[str, vx.IndexInfo] | None:
+        """Save rebuilt indexes and their sidecar records under the writer lock; the new
+        sidecar records, or None when they stay in memory (a writer is running, read-only dir).
+        A record another process replaced since ``seen`` was read is left alone."""
+        own = self._lock is not None and self._lock.held
+        lock = self._lock if own else WriterLock.try_acquire(self.root, "query")
+        if lock is None:
+            log.info("a writer holds %s; the rebuilt vector index is kept in memory", self.root)
+            return None
+        sidecar = self.root / SIDECAR
+        try:
+            infos = vx.read_sidecar(sidecar)
+            for modality, (index, info) in built.items():
+                if not own and infos.get(modality) != seen.get(modality):
+                    continue  # someone saved a newer one meanwhile
+                size, digest = vx.save_index(index, self.faiss_path(modality))
+                infos[modality] = replace(info, bytes=size, sha256=digest)
+            vx.write_sidecar(sidecar, infos)
+            return infos
+        except OSError as exc:
+            log.info(
+                "cannot save the rebuilt vector index in %s (%s); kept in memory", self.root, exc
+            )
+            return None
+        finally:
+            if not own:
+                lock.release()
 
     def search(self, modality: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return vx.search(self.index_for(modality), queries, k)
+
+
+def _open_for_writing(root: Path, *, rebuild: bool) -> Manifest:
+    """The manifest, schema ensured. A damaged one is refused (IndexCorruptError), never
+    overwritten, unless ``rebuild``: then it is moved aside and a new one started."""
+    path = root / MANIFEST
+    manifest: Manifest | None = None
+    try:
+        manifest = Manifest(path)
+        manifest.ensure_schema()
+        return manifest
+    except IndexCorruptError as exc:
+        if manifest is not None:
+            manifest.close()
+        if not rebuild:
+            raise
+        aside = move_manifest_aside(root)
+        log.warning("%s; --rebuild: moved it aside to %s, starting a new index", exc.message, aside)
+    manifest = Manifest(path)
+    manifest.ensure_schema()
+    return manifest

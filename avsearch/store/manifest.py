@@ -4,21 +4,27 @@ The manifest is the source of truth. A file and all its segments are written in 
 so an interrupted run leaves every file either fully indexed or absent; the FAISS files beside it
 are derived data, rebuilt from here whenever the manifest's ``generation`` moved on.
 Segment ids come from AUTOINCREMENT, so an id is never reused and FAISS ids stay valid.
+
+Paths: a file name that is valid UTF-8 is stored as TEXT; any other (POSIX names are bytes) as
+the BLOB of its ``os.fsencode`` bytes, in the same column (SQLite types values, not columns),
+and read back with ``os.fsdecode``. Callers see ``str`` paths either way (see
+:func:`path_to_db`, :func:`path_from_db`).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 
-from avsearch.errors import SchemaError
+from avsearch.errors import IndexCorruptError, SchemaError
 
 SCHEMA_VERSION = 1
 
@@ -80,15 +86,148 @@ class NewSegment:
     vector: np.ndarray
 
 
+def path_to_db(path: str) -> str | bytes:
+    """How a path is stored: TEXT when it is valid UTF-8, else the BLOB of its bytes."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def path_from_db(value: str | bytes) -> str:
+    """The ``str`` path of a stored value (a BLOB comes back with surrogate escapes)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _file_row(r: sqlite3.Row) -> FileRow:
+    return FileRow(
+        id=r["id"],
+        path=path_from_db(r["path"]),
+        kind=r["kind"],
+        size=r["size"],
+        mtime_ns=r["mtime_ns"],
+        hash=r["hash"],
+    )
+
+
+def _segment_row(r: sqlite3.Row) -> SegmentRow:
+    return SegmentRow(int(r[0]), int(r[1]), path_from_db(r[2]), r[3], int(r[4]), r[5], r[6])
+
+
+MANIFEST_DAMAGED_HINT = (
+    "run `avsearch index repair` (it salvages what SQLite can still read, or moves the file "
+    "aside), or start over with `avsearch embed PATH --rebuild`"
+)
+
+
+def is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite's "file is not a database" and "database disk image is malformed" (not a lock, a
+    constraint, a full disk or a programming error)."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    return (
+        name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or type(exc) is sqlite3.DatabaseError
+    )
+
+
+def damaged_error(path: Path, exc: BaseException) -> IndexCorruptError:
+    return IndexCorruptError(
+        f"{path} is not a SQLite database or is damaged: {exc}", hint=MANIFEST_DAMAGED_HINT
+    )
+
+
+def _reraise(path: Path, exc: sqlite3.DatabaseError) -> None:
+    if is_corruption(exc):
+        raise damaged_error(path, exc) from exc
+    raise exc
+
+
+class GuardedCursor(sqlite3.Cursor):
+    """A cursor whose reads raise IndexCorruptError naming the file when SQLite finds damage
+    (try/except, so the common path costs nothing: rows are iterated through ``__next__``)."""
+
+    db_path: Path
+
+    def execute(self, sql: str, parameters: Any = (), /) -> GuardedCursor:
+        try:
+            super().execute(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            _reraise(self.db_path, exc)
+        return self
+
+    def executemany(self, sql: str, seq: Any, /) -> GuardedCursor:
+        try:
+            super().executemany(sql, seq)
+        except sqlite3.DatabaseError as exc:
+            _reraise(self.db_path, exc)
+        return self
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            _reraise(self.db_path, exc)
+            raise
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        try:
+            return super().fetchmany(self.arraysize if size is None else size)
+        except sqlite3.DatabaseError as exc:
+            _reraise(self.db_path, exc)
+            raise
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            _reraise(self.db_path, exc)
+            raise
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            _reraise(self.db_path, exc)
+            raise
+
+
+class GuardedConnection(sqlite3.Connection):
+    """``execute``/``executemany`` go through a GuardedCursor (see ``connect``)."""
+
+    db_path: Path
+
+    def execute(self, sql: str, parameters: Any = (), /) -> GuardedCursor:
+        cur = self.cursor(GuardedCursor)
+        cur.db_path = self.db_path
+        return cur.execute(sql, parameters)
+
+    def executemany(self, sql: str, seq: Any, /) -> GuardedCursor:
+        cur = self.cursor(GuardedCursor)
+        cur.db_path = self.db_path
+        return cur.executemany(sql, seq)
+
+
+def connect(path: Path) -> GuardedConnection:
+    """A connection whose "not a database"/"malformed" errors are IndexCorruptError."""
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, factory=GuardedConnection)
+    conn.db_path = path
+    return conn
+
+
 class Manifest:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn = connect(path)
+        try:
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            self.conn.close()
+            raise
         self.conn.row_factory = sqlite3.Row
         self._in_tx = False
+        self._in_read = False
 
     def close(self) -> None:
         self.conn.close()
@@ -101,7 +240,17 @@ class Manifest:
         if not has_meta:
             return 0
         row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        return int(row[0]) if row else 0
+        if row is None:
+            return 0
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            version = -1
+        if version < 0:
+            raise IndexCorruptError(
+                f"{self.path} has an unreadable schema version {row[0]!r} (meta.schema_version)"
+            )
+        return version
 
     def ensure_schema(self) -> None:
         current = self.schema_version()
@@ -132,7 +281,13 @@ class Manifest:
 
     @property
     def generation(self) -> int:
-        return int(self.get_meta("generation") or 0)
+        raw = self.get_meta("generation")
+        try:
+            return int(raw or 0)
+        except ValueError:
+            raise IndexCorruptError(
+                f"{self.path} has an unreadable generation {raw!r} (meta.generation)"
+            ) from None
 
     def bump_generation(self) -> None:
         self.set_meta("generation", str(self.generation + 1))
@@ -154,26 +309,43 @@ class Manifest:
         finally:
             self._in_tx = False
 
+    @contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Reads inside see one committed state of the manifest (a deferred read transaction),
+        whatever a concurrent writer commits meanwhile. Nested in a transaction it is that one."""
+        if self._in_tx or self._in_read:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        self._in_read = True
+        try:
+            yield
+        finally:
+            self._in_read = False
+            self.conn.execute("COMMIT")
+
     # ------------------------------------------------------------------------------- files
     def files_under(self, roots: Iterable[Path]) -> dict[str, FileRow]:
         out: dict[str, FileRow] = {}
         for root in roots:
-            root_s = str(root)
-            prefix = root_s.rstrip("/") + "/"
+            # compared as bytes, so TEXT and BLOB (non-UTF-8) paths both match
+            root_b = os.fsencode(root)
+            prefix = root_b.rstrip(b"/") + b"/"
             rows = self.conn.execute(
                 "SELECT id, path, kind, size, mtime_ns, hash FROM files "
-                "WHERE path = ? OR substr(path, 1, ?) = ?",
-                (root_s, len(prefix), prefix),
+                "WHERE CAST(path AS BLOB) = ? OR substr(CAST(path AS BLOB), 1, ?) = ?",
+                (root_b, len(prefix), prefix),
             )
             for r in rows:
-                out[r["path"]] = FileRow(**dict(r))  # type: ignore[typeddict-item]
+                row = _file_row(r)
+                out[row["path"]] = row
         return out
 
     def files_by_hash(self, digest: str) -> list[FileRow]:
         rows = self.conn.execute(
             "SELECT id, path, kind, size, mtime_ns, hash FROM files WHERE hash = ?", (digest,)
         )
-        return [FileRow(**dict(r)) for r in rows]  # type: ignore[typeddict-item]
+        return [_file_row(r) for r in rows]
 
     def file_count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM files").fetchone()[0])
@@ -193,11 +365,12 @@ class Manifest:
         with self.transaction():
             if replace_id is not None:
                 self.conn.execute("DELETE FROM files WHERE id = ?", (replace_id,))
-            self.conn.execute("DELETE FROM files WHERE path = ?", (path,))
+            stored = path_to_db(path)
+            self.conn.execute("DELETE FROM files WHERE path = ?", (stored,))
             cur = self.conn.execute(
                 "INSERT INTO files(path, kind, size, mtime_ns, hash, indexed_at) "
                 "VALUES(?, ?, ?, ?, ?, ?)",
-                (path, kind, size, mtime_ns, digest, time.time()),
+                (stored, kind, size, mtime_ns, digest, time.time()),
             )
             file_id = int(cur.lastrowid or 0)
             self.conn.executemany(
@@ -219,11 +392,12 @@ class Manifest:
         return file_id
 
     def move_file(self, file_id: int, new_path: str, size: int, mtime_ns: int) -> None:
+        stored = path_to_db(new_path)
         with self.transaction():
-            self.conn.execute("DELETE FROM files WHERE path = ? AND id != ?", (new_path, file_id))
+            self.conn.execute("DELETE FROM files WHERE path = ? AND id != ?", (stored, file_id))
             self.conn.execute(
                 "UPDATE files SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
-                (new_path, size, mtime_ns, file_id),
+                (stored, size, mtime_ns, file_id),
             )
             self.bump_generation()
 
@@ -256,14 +430,35 @@ class Manifest:
         )
 
     def vectors(self, modality: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """All (ids, vectors) of one modality, ordered by id."""
+        """All (ids, vectors) of one modality, ordered by id.
+
+        Raises IndexCorruptError when a stored vector is not ``dim`` float32 values or holds NaN
+        or inf: such a row must never reach FAISS or an evaluation (``avsearch index repair``
+        drops it and marks its file to be re-encoded)."""
         rows = self.conn.execute(
-            "SELECT id, vector FROM segments WHERE modality = ? ORDER BY id", (modality,)
+            "SELECT id, vector, file_id FROM segments WHERE modality = ? ORDER BY id", (modality,)
         ).fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         if not rows:
             return ids, np.zeros((0, dim), dtype=np.float32)
+        width = 4 * dim
+        wrong = {r[2] for r in rows if not isinstance(r[1], bytes) or len(r[1]) != width}
+        if wrong:
+            n = sum(1 for r in rows if not isinstance(r[1], bytes) or len(r[1]) != width)
+            raise IndexCorruptError(
+                f"{self.path} holds {n} {modality} vector(s) that are not {dim} float32 values "
+                f"(in {len(wrong)} file(s)); they cannot be searched"
+            )
         vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, dim)
+        finite = np.isfinite(vecs).all(axis=1)
+        if not finite.all():
+            files = {rows[i][2] for i in np.flatnonzero(~finite)}
+            raise IndexCorruptError(
+                f"{self.path} holds {int((~finite).sum())} {modality} vector(s) with NaN or "
+                f"infinite values (in {len(files)} file(s)); they cannot be searched",
+                hint="run `avsearch index repair`: it drops those segments and marks their "
+                "files to be re-encoded by the next `avsearch embed`",
+            )
         return ids, vecs.copy()
 
     def segments_by_ids(self, ids: Iterable[int]) -> dict[int, SegmentRow]:
@@ -278,7 +473,7 @@ class Manifest:
                 chunk,
             )
             for r in rows:
-                out[int(r[0])] = SegmentRow(*r)
+                out[int(r[0])] = _segment_row(r)
         return out
 
     def labelled_segments(self) -> list[SegmentRow]:
@@ -286,4 +481,4 @@ class Manifest:
             'SELECT s.id, s.file_id, f.path, s.modality, s.idx, s.start, s."end" '
             "FROM segments s JOIN files f ON f.id = s.file_id ORDER BY s.id"
         )
-        return [SegmentRow(*r) for r in rows]
+        return [_segment_row(r) for r in rows]

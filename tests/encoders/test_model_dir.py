@@ -1,7 +1,11 @@
+import pickle
+import re
+import struct
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from avsearch.encoders import model_dir as md
 from avsearch.encoders.heads import HeadConfig, ProjectionHead
@@ -74,3 +78,109 @@ def test_shipped_models_load(name: str, audio: str) -> None:
     # the backbone was chosen on held-out speakers; the figure travels with the model
     assert 0.0 < cfg.training["test_results"]["avdigits_loso_map_mean"] <= 1.0
     md.load_heads(path, cfg)
+
+
+# ------------------------------------------------------------------ safe loading
+
+
+class _Payload:
+    """Pickled, this would run ``touch <marker>`` on load: safe loaders must never do it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _with_backbone_weights(tmp_path: Path, value: str) -> Path:
+    model = tmp_path / "m"
+    md.save_model_dir(model, _config(), _heads(0))
+    text = (model / "config.yaml").read_text()
+    text = text.replace("backbone_weights: null", f"backbone_weights: {value!r}", 1)
+    (model / "config.yaml").write_text(text)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("/etc/passwd.safetensors", "absolute path"),
+        ("~/w.safetensors", "absolute path"),
+        ("../outside.safetensors", "'\\.\\.'"),
+        ("sub/../../outside.safetensors", "'\\.\\.'"),
+        ("audio_backbone.pth", "not a .safetensors file"),
+    ],
+)
+def test_weights_outside_the_model_dir_or_not_safetensors_are_refused(
+    tmp_path: Path, value: str, why: str
+) -> None:
+    model = _with_backbone_weights(tmp_path, value)
+    with pytest.raises(ModelError, match=f"audio.backbone_weights .*{why}"):
+        md.load_config(model)
+
+
+def test_a_symlink_leading_out_of_the_model_dir_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.safetensors"
+    save_file({"x": torch.zeros(1)}, str(outside))
+    model = _with_backbone_weights(tmp_path, "audio_backbone.safetensors")
+    (model / "audio_backbone.safetensors").symlink_to(outside)
+    with pytest.raises(ModelError, match=r"audio.backbone_weights .*symbolic link leading out"):
+        md.load_config(model)
+    tower = md.TowerConfig("aisfx", HeadConfig(6, 4, 8, 0.0), "audio_backbone.safetensors")
+    with pytest.raises(ModelError, match=r"audio.backbone_weights"):
+        md.backbone_weights_path(model, tower)  # checked again where the file is opened
+
+
+def test_a_weights_file_inside_the_model_dir_is_accepted(tmp_path: Path) -> None:
+    model = _with_backbone_weights(tmp_path, "sub/audio_backbone.safetensors")
+    (model / "sub").mkdir()
+    save_file({"x": torch.zeros(1)}, str(model / "sub" / "audio_backbone.safetensors"))
+    cfg = md.load_config(model)
+    assert (
+        md.backbone_weights_path(model, cfg.audio)
+        == (model / "sub" / "audio_backbone.safetensors").resolve()
+    )
+
+
+def test_a_pickle_disguised_as_safetensors_is_refused_unrun(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    model = tmp_path / "m"
+    md.save_model_dir(model, _config(), _heads(0))
+    with (model / "heads.safetensors").open("wb") as fh:
+        pickle.dump(_Payload(marker), fh)
+    with pytest.raises(ModelError, match=r"heads .*is a pickle .*refused"):
+        md.load_heads(model, md.load_config(model))
+    # a torch.save checkpoint (zip) under the backbone's name
+    torch.save({"w": torch.zeros(2)}, model / "audio_backbone.safetensors")
+    tower = md.TowerConfig("aisfx", HeadConfig(6, 4, 8, 0.0), "audio_backbone.safetensors")
+    with pytest.raises(ModelError, match="aisfx backbone weights is a pickle"):
+        md.backbone_weights_path(model, tower)
+    # junk with a plausible frame still fails inside safetensors: a ModelError, not a traceback
+    (model / "heads.safetensors").write_bytes(struct.pack("<Q", 4) + b"{xx}")
+    with pytest.raises(ModelError, match="cannot read projection heads"):
+        md.load_heads(model, md.load_config(model))
+    assert not marker.exists()
+
+
+def test_load_backbone_turns_any_weights_failure_into_model_error(tmp_path: Path) -> None:
+    from avsearch.encoders.registry import load_backbone
+
+    junk = tmp_path / "w.safetensors"
+    junk.write_bytes(b"\x80\x04junk")
+    for name in ("aisfx", "efficientnet-lite0"):
+        with pytest.raises(ModelError, match=re.escape(str(junk))):
+            load_backbone(name, junk)
+
+
+def test_convert_reads_checkpoints_weights_only_and_never_runs_a_pickle(tmp_path: Path) -> None:
+    from avsearch.encoders.convert import load_aisfx_checkpoint
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "checkpoint.pth"
+    torch.save((_Payload(marker), {}), evil)
+    with pytest.raises(ModelError, match="refused: not a weights-only"):
+        load_aisfx_checkpoint(evil)
+    assert not marker.exists()

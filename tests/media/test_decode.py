@@ -102,3 +102,30 @@ def test_real_fixture_videos_decode() -> None:
         assert {p.modality for p in pieces} == {"audio", "visual"}, path.name
     chaplin = list(video_pieces(folder / "chaplin.mp4", spec))
     assert [p.index for p in chaplin] == [0, 1, 2, 3]  # 9.64 s: the 0.35 s tail is dropped
+
+
+def test_files_with_non_utf8_names_decode(tmp_path: Path) -> None:
+    """soundfile cannot take such a name as str (it encodes it strictly); PyAV and Pillow can."""
+    import os
+    import shutil
+
+    import soundfile as sf
+
+    from tests.mediagen import write_png
+
+    def bad(name: bytes) -> Path:
+        return tmp_path / os.fsdecode(b"bad\xff\xfe" + name)
+
+    shutil.copy(write_wav(tmp_path / "a.wav", seconds=1.2), bad(b".wav"))
+    sf.write(str(tmp_path / "a.flac"), np.zeros(20000, np.float32) + 0.1, 16000)
+    shutil.copy(tmp_path / "a.flac", bad(b".flac"))
+    shutil.copy(write_mp4(tmp_path / "v.mp4", seconds=2.0), bad(b".mp4"))
+    shutil.copy(write_png(tmp_path / "p.png"), bad(b".png"))
+    assert len(list(file_pieces(bad(b".wav"), "audio", SPEC))) == 1
+    assert len(list(file_pieces(bad(b".flac"), "audio", SPEC))) == 1
+    kinds = [p.modality for p in file_pieces(bad(b".mp4"), "video", SPEC, 32)]
+    assert kinds.count("audio") == 2 and kinds.count("visual") == 2
+    assert load_image(bad(b".png")).size == (64, 48)
+    ogg = shared_path("data", "farm", "sounds", "dog.ogg")
+    shutil.copy(ogg, bad(b".ogg"))
+    assert list(audio_pieces(bad(b".ogg"), SPEC))

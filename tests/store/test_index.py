@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +49,23 @@ def test_vectors_follow_the_manifest_generation(tmp_path: Path) -> None:
         assert store.index_for("audio").ntotal == 2
         _, ids = store.search("audio", np.array([[0, 1, 0, 0]], np.float32), 1)
         assert store.manifest.segments_by_ids(ids[0])[int(ids[0][0])].path == "/b.wav"
+
+
+def test_an_index_path_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    from avsearch.errors import UsageError
+    from avsearch.store.features import FeatureCache
+
+    target = tmp_path / "notes.txt"
+    target.write_text("not an index")
+    attempts: list[tuple[Path, Callable[[Path], object]]] = [
+        (target, lambda r: IndexStore.create_or_open(r, STAMP)),  # embed
+        (target / "sub", lambda r: IndexStore.create_or_open(r, STAMP)),
+        (target, IndexStore.open_existing),  # query, eval, index stats
+        (target, lambda r: FeatureCache(r / "features.sqlite")),  # train's feature cache
+    ]
+    for root, open_it in attempts:
+        with pytest.raises(UsageError) as info:
+            open_it(root)
+        assert info.value.exit_code == 2
+        assert str(root) in info.value.message and "--index" in (info.value.hint or "")
+    assert target.read_text() == "not an index"  # left alone

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,34 @@ def test_a_failed_transaction_leaves_nothing(manifest: Manifest) -> None:
         )
         raise RuntimeError("crash in the middle")
     assert manifest.file_count() == 0 and manifest.segment_count() == 0
+
+
+def test_non_utf8_paths_are_stored_losslessly_as_blobs(manifest: Manifest) -> None:
+    bad = os.fsdecode(b"/data/bad\xff\xfe.webp")  # str with surrogate escapes
+    good = "/data/ünï.wav"
+    bad_dir = os.fsdecode(b"/d\xe9j\xe0")  # a Latin-1 folder name, not UTF-8
+    fid = manifest.put_file(
+        path=bad, kind="image", size=1, mtime_ns=1, digest="h1", segments=[_seg("visual", 0, 1.0)]
+    )
+    manifest.put_file(path=good, kind="audio", size=1, mtime_ns=1, digest="h2", segments=[])
+    manifest.put_file(path=f"{bad_dir}/x.wav", kind="audio", size=1, mtime_ns=1, digest="h3",
+                      segments=[])  # fmt: skip
+    kinds = dict(manifest.conn.execute("SELECT hash, typeof(path) FROM files").fetchall())
+    assert kinds == {"h1": "blob", "h2": "text", "h3": "blob"}
+    # prefix matches work for TEXT and BLOB rows alike, and for a non-UTF-8 root
+    assert sorted(manifest.files_under([Path("/data")])) == sorted([bad, good])
+    assert list(manifest.files_under([Path(bad_dir)])) == [f"{bad_dir}/x.wav"]
+    assert list(manifest.files_under([Path(bad)])) == [bad]
+    assert manifest.files_by_hash("h1")[0]["path"] == bad
+    seg_ids = manifest.vectors("visual", 4)[0]
+    assert manifest.segments_by_ids(seg_ids)[int(seg_ids[0])].path == bad
+    assert [s.path for s in manifest.labelled_segments()] == [bad]
+    # UNIQUE holds: writing the same path again replaces the row
+    manifest.put_file(path=bad, kind="image", size=2, mtime_ns=2, digest="h4", segments=[])
+    assert manifest.file_count() == 3
+    moved = os.fsdecode(b"/data/moved\xff.webp")
+    new_id = manifest.files_by_hash("h4")[0]["id"]
+    assert new_id != fid
+    manifest.move_file(new_id, moved, 2, 3)
+    assert manifest.files_by_hash("h4")[0]["path"] == moved
+    assert bad not in manifest.files_under([Path("/data")])
