@@ -220,5 +220,5 @@ def test_doctor_and_models(index_env: Path) -> None:
     assert not names["index"]["ok"] and not names["index"]["required"]  # no index yet: a warning
     code, out, _ = cli("--json", "models")
     backbones = {b["name"] for b in out["backbones"]}
-    assert backbones == {"aisfx", "aisfx-cepstra", "aisfx-words", "efficientnet-lite0"}
+    assert backbones == {"aisfx", "aisfx-cepstra", "aisfx-words", "soundnet", "efficientnet-lite0"}
     assert names["word model"]["ok"] or not names["word model"]["required"]

@@ -31,9 +31,9 @@ LR_SCHEDULES = ("cosine", "constant")
 FINETUNE = ("none", "audio", "visual", "both")
 BN_MODES = ("frozen", "train")
 # audio backbones of avsearch.encoders.registry (kept torch-free here; a test checks they agree)
-AUDIO_BACKBONES = ("aisfx", "aisfx-cepstra", "aisfx-words")
-# audio backbones with a part outside autograd (onnxruntime): heads only, no fine-tuning
-FROZEN_AUDIO_BACKBONES = ("aisfx-words",)
+AUDIO_BACKBONES = ("aisfx", "aisfx-cepstra", "aisfx-words", "soundnet")
+# audio backbones with a part outside autograd (onnxruntime, numpy resampling): heads only
+FROZEN_AUDIO_BACKBONES = ("aisfx-words", "soundnet")
 # the audio backbone of `avsearch train` when none is named: the default model's, unless the
 # audio tower is to be fine-tuned, which the word model cannot be
 DEFAULT_AUDIO_BACKBONE = "aisfx-words"
