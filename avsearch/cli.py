@@ -292,6 +292,7 @@ def models(ctx: typer.Context) -> None:
 def index_stats(ctx: typer.Context) -> None:
     """Files, segments and vector indexes of the index."""
     from avsearch.store.stats import index_stats as compute
+    from avsearch.store.stats import vector_index_line
 
     st = _state(ctx)
     try:
@@ -303,7 +304,12 @@ def index_stats(ctx: typer.Context) -> None:
         return
     out = Console(soft_wrap=True)
     for key, value in stats.items():
-        out.print(f"{key}: {value}")
+        if key == "vector_indexes":
+            out.print("vector_indexes:")
+            for modality, status in value.items():
+                out.print(f"  {vector_index_line(modality, status)}", markup=False)
+        else:
+            out.print(f"{key}: {value}")
 
 
 @index_app.command("check")

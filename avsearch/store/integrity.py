@@ -7,8 +7,9 @@
   every stored vector: ``dim`` float32 values, all finite;
 - ``vectors.json``: present, of the current format, each record agreeing with the manifest
   (same manifest id and generation, same count and dim);
-- each ``*.faiss`` file: size, sha256, readable by FAISS, count and dim as recorded, and the
-  very segment ids the manifest holds;
+- each ``*.faiss`` file: size, sha256, readable by FAISS, count (plus the removed vectors an
+  HNSW file still masks) and dim as recorded, and the very segment ids the manifest holds
+  (masked ones left out; also after updates in place);
 - ``features.sqlite`` (when present): ``quick_check`` and its schema version.
 
 ``repair_index`` takes the writer lock and rebuilds what can be rebuilt from the manifest (the
@@ -405,7 +406,7 @@ def _check_vector_files(root: Path, manifest: Manifest, report: IntegrityReport)
                     )
                 )
                 continue
-            ids = vx.index_ids(index)
+            ids = vx.index_ids(index)  # (IDMap or IVF; masked ones left out)
             if ids is not None:
                 want = np.fromiter(
                     (
@@ -429,9 +430,11 @@ def _check_vector_files(root: Path, manifest: Manifest, report: IntegrityReport)
                         )
                     )
                     continue
+            masked = infos[modality].masked
             report.checked.append(
-                f"{name}: {index.ntotal} vectors, size and sha256 as recorded, ids as in the "
-                "manifest"
+                f"{name}: {index.ntotal - masked} vectors"
+                + (f" (+{masked} removed, masked)" if masked else "")
+                + ", size and sha256 as recorded, ids as in the manifest"
             )
 
 
@@ -489,8 +492,9 @@ def _repair_manifest_rows(
         kinds = {p.what for p in before.problems}
         schema_fixable = any(p.what == "schema version" and p.repairable for p in before.problems)
         if schema_fixable:
-            with manifest.transaction():
-                manifest.set_meta("schema_version", str(SCHEMA_VERSION))
+            with manifest.transaction():  # 1, the tables checked; the migrations are idempotent
+                manifest.set_meta("schema_version", "1")
+            manifest.ensure_schema()
             rep.actions.append(f"set the unreadable schema version to {SCHEMA_VERSION}")
         try:
             manifest.schema_version()
@@ -503,6 +507,8 @@ def _repair_manifest_rows(
             with manifest.transaction():
                 manifest.set_meta("generation", "1")
             rep.actions.append("reset the unreadable generation (the vector indexes are rebuilt)")
+        if "generation" in kinds or schema_fixable:
+            manifest.reset_deletion_log()  # its generations meant another count
         orphans = manifest.conn.execute(
             "SELECT count(*) FROM segments WHERE file_id NOT IN (SELECT id FROM files)"
         ).fetchone()[0]

@@ -4,6 +4,11 @@ The manifest is the source of truth. A file and all its segments are written in 
 so an interrupted run leaves every file either fully indexed or absent; the FAISS files beside it
 are derived data, rebuilt from here whenever the manifest's ``generation`` moved on.
 Segment ids come from AUTOINCREMENT, so an id is never reused and FAISS ids stay valid.
+Every deleted segment is logged in ``deleted_segments`` (by triggers, so in the deleting
+transaction, whichever statement deleted it, cascades included; a row changed in place, which
+avsearch itself never does, is logged too) with the generation it happened at: the writer
+updates a FAISS file in place from those ids and the ids above the file's largest (see
+``IndexStore.sync_vectors``).
 
 Paths: a file name that is valid UTF-8 is stored as TEXT; any other (POSIX names are bytes) as
 the BLOB of its ``os.fsencode`` bytes, in the same column (SQLite types values, not columns),
@@ -26,7 +31,7 @@ import numpy as np
 
 from avsearch.errors import IndexCorruptError, SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,8 +58,55 @@ CREATE INDEX IF NOT EXISTS segments_file ON segments(file_id);
 CREATE INDEX IF NOT EXISTS segments_modality ON segments(modality, id);
 """
 
+# 2: the log of deleted segment ids, for updating FAISS files in place. A deletion is logged with
+# the generation it happened at (the writer bumps it after deleting, in the same transaction), so
+# a FAISS file built at generation G may hold exactly the ids logged at G or later that it must
+# not. A row changed in place (vector, modality or id; avsearch never does it) is logged under
+# its old and new modality and id: it is taken out and added again. An index migrated to 2
+# logged nothing before: `deletions_logged_from` says from which generation on the log is
+# complete (FAISS files older than that are rebuilt).
+_GENERATION = "COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'), 0)"
+_SCHEMA_V2 = f"""
+CREATE TABLE IF NOT EXISTS deleted_segments (
+    modality TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (modality, id)
+);
+CREATE INDEX IF NOT EXISTS deleted_segments_generation
+    ON deleted_segments(modality, generation);
+CREATE TRIGGER IF NOT EXISTS segments_deleted AFTER DELETE ON segments BEGIN
+    INSERT OR REPLACE INTO deleted_segments(modality, id, generation)
+        VALUES (old.modality, old.id, {_GENERATION});
+END;
+CREATE TRIGGER IF NOT EXISTS segments_changed AFTER UPDATE OF id, modality, vector ON segments
+BEGIN
+    INSERT OR REPLACE INTO deleted_segments(modality, id, generation)
+        VALUES (old.modality, old.id, {_GENERATION});
+    INSERT OR REPLACE INTO deleted_segments(modality, id, generation)
+        VALUES (new.modality, new.id, {_GENERATION});
+END;
+INSERT OR REPLACE INTO meta(key, value) SELECT
+    'deletions_logged_from', COALESCE((SELECT value FROM meta WHERE key = 'generation'), '0');
+"""
+
 # version -> statements upgrading from version-1 (rclip's ensure_version, step by step)
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+
+
+def sql_statements(script: str) -> list[str]:
+    """The complete statements of ``script`` (a trigger's body holds ``;`` of its own)."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        out.append(pending.strip())
+    return out
 
 
 class FileRow(TypedDict):
@@ -125,8 +177,12 @@ def is_corruption(exc: sqlite3.DatabaseError) -> bool:
     """SQLite's "file is not a database" and "database disk image is malformed" (not a lock, a
     constraint, a full disk or a programming error)."""
     name = str(getattr(exc, "sqlite_errorname", "") or "")
+    text = str(exc).lower()
     return (
-        name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or type(exc) is sqlite3.DatabaseError
+        name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+        or type(exc) is sqlite3.DatabaseError
+        # damaged bytes inside a TEXT cell, or a damaged header field (found by fuzzing)
+        or text.startswith(("could not decode to utf-8", "unsupported file format"))
     )
 
 
@@ -262,9 +318,8 @@ class Manifest:
             )
         with self.transaction():
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                for statement in sql_statements(MIGRATIONS[version]):
+                    self.conn.execute(statement)
                 self.set_meta("schema_version", str(version))
 
     # ------------------------------------------------------------------------------- meta
@@ -429,15 +484,38 @@ class Manifest:
             ).fetchone()[0]
         )
 
-    def vectors(self, modality: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """All (ids, vectors) of one modality, ordered by id.
+    def vectors(
+        self, modality: str, dim: int, *, after_id: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """All (ids, vectors) of one modality, ordered by id (only ids above ``after_id``, if
+        given).
 
         Raises IndexCorruptError when a stored vector is not ``dim`` float32 values or holds NaN
         or inf: such a row must never reach FAISS or an evaluation (``avsearch index repair``
         drops it and marks its file to be re-encoded)."""
         rows = self.conn.execute(
-            "SELECT id, vector, file_id FROM segments WHERE modality = ? ORDER BY id", (modality,)
+            "SELECT id, vector, file_id FROM segments WHERE modality = ? AND id > ? ORDER BY id",
+            (modality, -1 if after_id is None else after_id),
         ).fetchall()
+        return self._checked_vectors(rows, modality, dim)
+
+    def changed_vectors(
+        self, modality: str, dim: int, *, since: int, up_to_id: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the segments of ``modality`` with ids up to ``up_to_id`` that were
+        changed in place at generation ``since`` or later (in ``deleted_segments`` yet still
+        here), ordered by id; checked as ``vectors`` checks."""
+        rows = self.conn.execute(
+            "SELECT id, vector, file_id FROM segments WHERE modality = ? AND id <= ? AND id IN "
+            "(SELECT id FROM deleted_segments WHERE modality = ? AND generation >= ?) "
+            "ORDER BY id",
+            (modality, up_to_id, modality, since),
+        ).fetchall()
+        return self._checked_vectors(rows, modality, dim)
+
+    def _checked_vectors(
+        self, rows: list[Any], modality: str, dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         if not rows:
             return ids, np.zeros((0, dim), dtype=np.float32)
@@ -460,6 +538,45 @@ class Manifest:
                 "files to be re-encoded by the next `avsearch embed`",
             )
         return ids, vecs.copy()
+
+    def deletions_logged_from(self) -> int | None:
+        """The generation from which on every deleted segment is in ``deleted_segments``; None
+        when deletions are not logged (the trigger is missing, the marker unreadable)."""
+        triggers = self.conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' "
+            "AND name IN ('segments_deleted', 'segments_changed')"
+        ).fetchone()[0]
+        raw = self.get_meta("deletions_logged_from")
+        if triggers != 2 or raw is None or not raw.isdigit():
+            return None
+        return int(raw)
+
+    def reset_deletion_log(self) -> None:
+        """Empty the log and start it anew at the current generation (FAISS files built before
+        are then rebuilt rather than updated): for ``index repair`` after it reset the schema
+        version or the generation."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM deleted_segments")
+            self.set_meta("deletions_logged_from", str(self.generation))
+
+    def deleted_since(self, modality: str, generation: int) -> np.ndarray:
+        """Ids of the segments of ``modality`` deleted (or changed) at ``generation`` or later,
+        sorted: those a FAISS file built at that generation may hold and must not (as they
+        were)."""
+        rows = self.conn.execute(
+            "SELECT id FROM deleted_segments WHERE modality = ? AND generation >= ? ORDER BY id",
+            (modality, generation),
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def prune_deleted(self, before_generation: int) -> int:
+        """Forget deletions logged before ``before_generation`` (every FAISS file is at least
+        that new, so none holds them); returns how many. Does not bump the generation."""
+        with self.transaction():
+            cur = self.conn.execute(
+                "DELETE FROM deleted_segments WHERE generation < ?", (before_generation,)
+            )
+        return int(cur.rowcount or 0)
 
     def segments_by_ids(self, ids: Iterable[int]) -> dict[int, SegmentRow]:
         id_list = [int(i) for i in ids]

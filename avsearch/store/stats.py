@@ -35,12 +35,18 @@ def index_stats(root: Path) -> dict[str, Any]:
 
 
 def _vector_status(store: IndexStore, modality: str, info: vx.IndexInfo | None) -> dict[str, Any]:
-    """Count and type from vectors.json, and whether the FAISS file is up to date and checks out
-    (size, count, dim; ``avsearch index check`` also verifies its sha256)."""
+    """Count, type, search parameters and the recall@10 measured when it was built, from
+    vectors.json, and whether the FAISS file is up to date and checks out (size, count, dim;
+    ``avsearch index check`` also verifies its sha256)."""
     problem = store.vector_problem(modality)
     out: dict[str, Any] = {
         "count": None if info is None else info.count,
         "type": None if info is None else info.factory,
+        "search": None if info is None else _search_params(info),
+        "recall_at_10": None if info is None else info.recall,
+        "recall_queries": None if info is None else info.recall_queries,
+        "built_count": None if info is None else info.built_count,
+        "masked": None if info is None else info.masked,
         "up_to_date": problem is None,
     }
     if problem is not None:
@@ -48,3 +54,35 @@ def _vector_status(store: IndexStore, modality: str, info: vx.IndexInfo | None) 
         out["problem"] = f"{store.faiss_path(modality).name} {reason}"
         out["damaged"] = damaged
     return out
+
+
+def _search_params(info: vx.IndexInfo) -> dict[str, int]:
+    if info.kind == "ivf":
+        return {"nprobe": info.nprobe}
+    if info.kind == "hnsw":
+        return {"ef_search": info.ef_search}
+    return {}
+
+
+def vector_index_line(modality: str, status: dict[str, Any]) -> str:
+    """One line of ``avsearch index stats`` about a FAISS file."""
+    if status["count"] is None:
+        line = f"{modality}: no vector index yet"
+    else:
+        params = ", ".join(f"{k} {v}" for k, v in (status["search"] or {}).items())
+        line = f"{modality}: {status['count']:,} vectors, {status['type']}"
+        line += f" ({params})" if params else ""
+        recall = status["recall_at_10"]
+        if recall is not None:
+            if status["recall_queries"]:
+                line += (
+                    f", recall@10 {recall:.3f} (measured at build: {status['recall_queries']} "
+                    f"queries over {status['built_count']:,} vectors)"
+                )
+            else:
+                line += f", recall@10 {recall:.3f} (exact search)"
+        if status["masked"]:
+            line += f", {status['masked']:,} removed vectors masked"
+    if status["up_to_date"]:
+        return line + ", up to date"
+    return line + f"; {status['problem']}"

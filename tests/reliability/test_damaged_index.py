@@ -208,12 +208,6 @@ SILENT_DAMAGE: dict[str, Damage] = {
     ),
     "an id inside visual.faiss changed (same size)": lambda i: _flip_id(i / "visual.faiss"),
 }
-LARGE_REASON = (
-    "readers checksum a FAISS file only up to vectors.CHECKSUM_ON_OPEN_MAX_BYTES (64 MiB); a "
-    "larger one is checked by size and by FAISS parsing it, so a same-size change of its "
-    "vectors is used silently and a changed length field makes FAISS allocate (and zero-fill) "
-    "what it claims (store/vectors.py verify_index_file, checksum=None)"
-)
 
 
 @pytest.mark.parametrize("name", list(MANIFEST_DAMAGE))
@@ -432,7 +426,6 @@ def _sample(index: Path, n: int = 64) -> dict[str, list[tuple[int, np.ndarray]]]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=LARGE_REASON, strict=False)
 def test_same_size_damage_of_a_large_faiss_file_is_not_used(
     large_index: Path, tmp_path: Path
 ) -> None:
@@ -447,7 +440,6 @@ def test_same_size_damage_of_a_large_faiss_file_is_not_used(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=LARGE_REASON, strict=False)
 def test_large_faiss_length_field_does_not_make_readers_allocate_it(
     large_index: Path, tmp_path: Path
 ) -> None:

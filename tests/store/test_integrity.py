@@ -22,7 +22,7 @@ from avsearch.store.features import (
 from avsearch.store.index import IndexStore
 from avsearch.store.integrity import check_index, repair_index
 from avsearch.store.lock import WriterLock
-from avsearch.store.manifest import Manifest, NewSegment
+from avsearch.store.manifest import SCHEMA_VERSION, Manifest, NewSegment
 from tests.store.conftest import DIM, STAMP, BuildIndex, set_vector, unit
 
 
@@ -178,7 +178,8 @@ def test_repair_fixes_a_garbage_schema_version_and_generation(build_index: Build
     report = repair_index(root)
     assert report.ok, report.to_json()
     with IndexStore.open_existing(root) as store:
-        assert store.manifest.schema_version() == 1 and store.manifest.generation == 1
+        assert store.manifest.schema_version() == SCHEMA_VERSION
+        assert store.manifest.generation == 1
         assert store.vector_problem("audio", checksum=True) is None
 
 

@@ -13,9 +13,10 @@ def _unit(n: int, d: int, seed: int = 0) -> np.ndarray:
 def test_index_choice_is_a_pure_function_of_size() -> None:
     assert vx.choose_index_spec(10, 128).kind == "flat"
     assert vx.choose_index_spec(99_999, 128).kind == "flat"
-    assert vx.choose_index_spec(100_000, 128).kind == "hnsw"
+    assert vx.choose_index_spec(100_000, 128) == vx.IndexSpec("ivf", "IVF256,Flat", nprobe=16)
+    assert vx.choose_index_spec(1_000_000, 128) == vx.IndexSpec("ivf", "IVF1024,Flat", nprobe=32)
     spec = vx.choose_index_spec(10_000_000, 128)
-    assert spec.kind == "ivf" and spec.factory.startswith("IVF") and spec.nprobe > 0
+    assert spec == vx.IndexSpec("ivf", "IVF4096,SQ8", nprobe=128)
 
 
 def test_flat_search_is_exact_and_uses_segment_ids(tmp_path: Path) -> None:
