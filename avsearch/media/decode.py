@@ -316,7 +316,8 @@ def load_image(path: Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise MediaError(path, f"image cannot be decoded: {exc}") from exc
     except MemoryError as exc:  # a damaged chunk length can claim gigabytes
-        raise MediaError(path, "image cannot be decoded: it claims more memory than it has") from exc
+        reason = "image cannot be decoded: it claims more memory than it has"
+        raise MediaError(path, reason) from exc
 
 
 def image_pieces(path: Path, image_size: int = 224) -> Iterator[Piece]:
