@@ -37,6 +37,9 @@ class EmbedConfig:
     commit_every: float = 5.0  # seconds between manifest commits
     rebuild: bool = False  # wipe an index built with another model and re-encode everything
     follow_symlinks: bool = False
+    # backbone feature cache (shared with `train`): files found there are not decoded again
+    feature_cache: str | None = None  # its path; None = features.sqlite in the index dir
+    write_features: bool = True  # add the features of the files this run encodes to it
 
 
 @dataclass(frozen=True)

@@ -9,31 +9,56 @@ finishes the job. The FAISS files are rebuilt from the manifest at the end.
 
 PyAV, soundfile, Pillow's resize and torch release the GIL, so decode threads overlap with the
 encoder on separate cores without pickling windows between processes.
+
+Nothing heavy happens before the plan says there is work: the model is read lazily (its config
+and fingerprint, with the model files' hashes cached in the index directory by size and mtime),
+so an unchanged folder loads no backbone, no head, no torch and no decoder.
+
+The raw backbone features of every encoded file are kept in the feature cache
+(``features.sqlite``, shared with ``avsearch train``; ``EmbedConfig.write_features``), keyed by
+content hash and backbones: a file whose features are there is not decoded at all, only put
+through the heads, so re-embedding with a retrained model costs the heads alone.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from avsearch.config import EmbedConfig
 from avsearch.encoders.model import AVModel
+from avsearch.encoders.model_dir import HashCache
 from avsearch.errors import AvsearchError, MediaError, UsageError
-from avsearch.media.decode import Piece, WindowSpec, file_pieces
 from avsearch.media.discover import MediaFile, content_hash, discover, read_problem
 from avsearch.media.paths import display_text, path_fields
-from avsearch.store.index import IndexStore, ModelStamp
+from avsearch.store.features import FEATURES_DB, CachedWindow, FeatureCache
+from avsearch.store.index import MANIFEST, IndexStore, ModelStamp
 from avsearch.store.manifest import Manifest, NewSegment
 
+if TYPE_CHECKING:
+    from avsearch.media.decode import Piece, WindowSpec
+
 log = logging.getLogger(__name__)
+
+MODEL_HASHES = "model-hashes.json"  # the model files' sha256 (encoders.model_dir.HashCache)
+
+
+def file_pieces(path: Path, kind: str, spec: WindowSpec, image_size: int = 224) -> Iterator[Piece]:
+    """``avsearch.media.decode.file_pieces``, imported on first use: a run with nothing to
+    encode never loads the decoders (PyAV, soundfile, Pillow)."""
+    from avsearch.media.decode import file_pieces as decode
+
+    return decode(path, kind, spec, image_size)
+
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
@@ -130,6 +155,7 @@ def plan(manifest: Manifest, files: Iterable[MediaFile], roots: list[Path]) -> P
     failures: list[Failure] = []
     unchanged = 0
     claimed: set[int] = set()
+    touched: list[tuple[int, int]] = []  # (file id, new mtime) of files touched, not changed
 
     def read_hash(f: MediaFile) -> str | None:
         try:
@@ -154,7 +180,7 @@ def plan(manifest: Manifest, files: Iterable[MediaFile], roots: list[Path]) -> P
                 continue
             unseen.pop(key, None)
             if digest == row["hash"]:  # touched, not changed
-                manifest.touch_file(row["id"], f.mtime_ns)
+                touched.append((row["id"], f.mtime_ns))
                 unchanged += 1
                 continue
             jobs.append(Job(f, "updated", digest, replace_id=row["id"]))
@@ -176,24 +202,43 @@ def plan(manifest: Manifest, files: Iterable[MediaFile], roots: list[Path]) -> P
             moved.append((source["id"], f))
         else:
             jobs.append(Job(f, "new", digest))
+    if touched:  # one transaction, not one per file
+        with manifest.transaction():
+            for file_id, mtime_ns in touched:
+                manifest.touch_file(file_id, mtime_ns)
     removed = [row["id"] for row in unseen.values() if row["id"] not in claimed]
     return Plan(jobs, unchanged, moved, removed, failures)
 
 
 class _Decoder:
-    """Decode threads: each takes jobs and streams their pieces into one bounded queue."""
+    """Decode threads: each takes jobs and streams their pieces into one bounded queue.
+
+    ``todo`` names the jobs to decode (all by default); with ``more=True`` the threads wait for
+    jobs given later through ``add`` until ``no_more`` is called."""
 
     DONE = "done"
     FAIL = "fail"
     PIECE = "piece"
 
-    def __init__(self, jobs: list[Job], spec: WindowSpec, image_size: int, workers: int) -> None:
+    def __init__(
+        self,
+        jobs: list[Job],
+        spec: WindowSpec,
+        image_size: int,
+        workers: int,
+        todo: Iterable[int] | None = None,
+        *,
+        more: bool = False,
+    ) -> None:
         self.jobs = jobs
         self.spec = spec
         self.image_size = image_size
         self.todo: queue.Queue[int] = queue.Queue()
-        for i in range(len(jobs)):
+        for i in range(len(jobs)) if todo is None else todo:
             self.todo.put(i)
+        self.open_input = threading.Event()
+        if more:
+            self.open_input.set()
         self.out: queue.Queue[tuple[str, int, Any]] = queue.Queue(maxsize=256)
         self.stop = threading.Event()
         self.threads = [
@@ -205,6 +250,22 @@ class _Decoder:
         for t in self.threads:
             t.start()
 
+    def add(self, i: int) -> None:
+        self.todo.put(i)
+
+    def no_more(self) -> None:
+        self.open_input.clear()
+
+    def _next(self) -> int | None:
+        while not self.stop.is_set():
+            closed = not self.open_input.is_set()  # read first: all adds came before closing
+            try:
+                return self.todo.get_nowait() if closed else self.todo.get(timeout=0.1)
+            except queue.Empty:
+                if closed:
+                    return None
+        return None
+
     def _put(self, item: tuple[str, int, Any]) -> bool:
         while not self.stop.is_set():
             try:
@@ -215,11 +276,7 @@ class _Decoder:
         return False
 
     def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                i = self.todo.get_nowait()
-            except queue.Empty:
-                return
+        while (i := self._next()) is not None:
             job = self.jobs[i]
             try:
                 count = 0
@@ -256,10 +313,17 @@ def run_embed(
     for root in roots:
         if not root.exists():
             raise UsageError(f"{root} does not exist", hint="check the path you gave to embed")
-    model = model or AVModel.load(cfg.model)
+    hashes = HashCache(index_dir / MODEL_HASHES) if model is None else None
+    # lazy: config and fingerprint only; heads and backbones load when something is encoded
+    if model is None:
+        model = AVModel.load(cfg.model, lazy=True, hashes=hashes)
+        if cfg.rebuild or not (index_dir / MANIFEST).is_file():
+            getattr(model, "heads", None)  # a new index is stamped with it: fail now if broken
     ref = str(model.directory) if Path(cfg.model).expanduser().exists() else cfg.model
     stamp = ModelStamp(model.name, model.fingerprint, model.dim, ref)
     store = IndexStore.create_or_open(index_dir, stamp, rebuild=cfg.rebuild)
+    if hashes is not None:
+        hashes.save()
     summary = EmbedSummary(index=str(index_dir), model=model.name)
     try:
         files = list(discover(roots, exclude=[index_dir], follow_symlinks=cfg.follow_symlinks))
@@ -272,7 +336,6 @@ def run_embed(
             store.manifest.move_file(file_id, str(f.path), f.size, f.mtime_ns)
         summary.moved = len(the_plan.moved)
         summary.removed = store.manifest.remove_files(the_plan.removed)
-        spec = model.window_spec(cfg.window, cfg.min_tail)
         report(
             "plan",
             {
@@ -283,6 +346,7 @@ def run_embed(
             },
         )
         if the_plan.jobs:
+            spec = model.window_spec(cfg.window, cfg.min_tail)
             _encode_jobs(the_plan.jobs, store, model, spec, cfg, summary, report)
         report("finalising", {})
         store.sync_vectors()
@@ -294,6 +358,24 @@ def run_embed(
     return summary
 
 
+def _open_feature_cache(
+    store: IndexStore, model: AVModel, spec: WindowSpec, cfg: EmbedConfig
+) -> tuple[FeatureCache, str] | None:
+    """The feature cache and this model's key in it; None when the model has no separate
+    backbones and heads (a stand-in), or the cache is neither there nor to be written."""
+    if not all(hasattr(model, a) for a in ("feature_key", "features", "project")):
+        return None
+    path = Path(cfg.feature_cache).expanduser() if cfg.feature_cache else store.root / FEATURES_DB
+    if not cfg.write_features and not path.exists():
+        return None
+    key = model.feature_key(spec)
+    try:
+        return FeatureCache(path), key
+    except (sqlite3.Error, OSError) as exc:  # only a cache: encode without it
+        log.warning("cannot use the feature cache %s (%s); decoding everything", path, exc)
+        return None
+
+
 def _encode_jobs(
     jobs: list[Job],
     store: IndexStore,
@@ -303,10 +385,46 @@ def _encode_jobs(
     summary: EmbedSummary,
     report: ProgressFn,
 ) -> None:
-    decoder = _Decoder(jobs, spec, model.image_size, cfg.workers)
+    opened = _open_feature_cache(store, model, spec, cfg)
+    try:
+        _encode(jobs, store, model, spec, cfg, summary, report, opened)
+    finally:
+        if opened is not None:
+            opened[0].close()
+
+
+def _encode(
+    jobs: list[Job],
+    store: IndexStore,
+    model: AVModel,
+    spec: WindowSpec,
+    cfg: EmbedConfig,
+    summary: EmbedSummary,
+    report: ProgressFn,
+    opened: tuple[FeatureCache, str] | None,
+) -> None:
+    cache, key = opened if opened is not None else (None, "")
+    hits: set[str] = set()
+    if cache is not None:
+        try:
+            hits = cache.complete((j.digest for j in jobs), key)
+        except sqlite3.Error as exc:
+            log.warning("cannot read the feature cache %s (%s); decoding", cache.path, exc)
+    writing = cache is not None and cfg.write_features
+    from_cache = [i for i, job in enumerate(jobs) if job.digest in hits]
+    decoder = _Decoder(
+        jobs,
+        spec,
+        model.image_size,
+        cfg.workers,
+        (i for i, job in enumerate(jobs) if job.digest not in hits),
+        more=bool(from_cache),
+    )
     pending: dict[str, list[tuple[int, Piece]]] = {"audio": [], "visual": []}
+    cached: dict[str, list[tuple[int, CachedWindow]]] = {"audio": [], "visual": []}
     segments: dict[int, list[NewSegment]] = {}
-    waiting: dict[int, int] = {}  # pieces decoded but not yet encoded, per job
+    features: dict[int, list[CachedWindow]] = {}  # raw features of decoded jobs, to cache
+    waiting: dict[int, int] = {}  # windows decoded but not yet encoded, per job
     decoded: set[int] = set()
     failed: set[int] = set()
     ready: list[int] = []
@@ -315,32 +433,64 @@ def _encode_jobs(
 
     silent: dict[int, int] = {}  # silent audio windows seen, per job
 
+    def accept(j: int, modality: str, idx: int, start: float, end: float, v: np.ndarray) -> None:
+        if np.all(np.isfinite(v)):
+            segments.setdefault(j, []).append(NewSegment(modality, idx, start, end, v))
+        else:  # never into the index: name the file and the window instead
+            path = str(jobs[j].file.path)
+            reason = (
+                f"{modality} window {idx} ({start:.2f}-{end:.2f} s) gave a "
+                "non-finite vector; that segment is not indexed"
+            )
+            summary.failures.append(Failure(path, reason))
+            log.warning("%s: %s", path, reason)
+
+    def encoded(j: int) -> None:
+        waiting[j] -= 1
+        if j in decoded and waiting[j] == 0:
+            ready.append(j)
+
     def flush(modality: str) -> None:
         batch = [(j, p) for j, p in pending[modality] if j not in failed]
         pending[modality] = []
-        if not batch:
-            return
-        vecs = model.embed(modality, np.stack([p.data for _, p in batch]))
-        finite = np.all(np.isfinite(vecs), axis=1)
-        for (j, p), v, ok in zip(batch, vecs, finite, strict=True):
-            if ok:
-                segments.setdefault(j, []).append(NewSegment(modality, p.index, p.start, p.end, v))
-            else:  # never into the index: name the file and the window instead
-                path = str(jobs[j].file.path)
-                reason = (
-                    f"{modality} window {p.index} ({p.start:.2f}-{p.end:.2f} s) gave a "
-                    "non-finite vector; that segment is not indexed"
-                )
-                summary.failures.append(Failure(path, reason))
-                log.warning("%s: %s", path, reason)
-            waiting[j] -= 1
-            if j in decoded and waiting[j] == 0:
-                ready.append(j)
+        if batch:
+            data = np.stack([p.data for _, p in batch])
+            if writing:  # keep the raw features; silent windows (cached too) get no vector
+                feats = model.features(modality, data)
+                for (j, p), f in zip(batch, feats, strict=True):
+                    features.setdefault(j, []).append(
+                        CachedWindow(modality, p.index, p.start, p.end, f, p.silent)
+                    )
+                live = [k for k, (_, p) in enumerate(batch) if not p.silent]
+                vecs = iter(model.project(modality, feats[live]) if live else [])
+            else:
+                vecs = iter(model.embed(modality, data))
+            for j, p in batch:
+                if not p.silent:
+                    accept(j, modality, p.index, p.start, p.end, next(vecs))
+                encoded(j)
+        rows = cached[modality]
+        cached[modality] = []
+        if rows:
+            vecs = model.project(modality, np.stack([w.vector for _, w in rows]))
+            for (j, w), v in zip(rows, vecs, strict=True):
+                accept(j, modality, w.idx, w.start, w.end, v)
+                encoded(j)
+
+    def flush_all() -> None:
+        for modality in ("audio", "visual"):
+            flush(modality)
 
     def commit() -> None:
         nonlocal last_commit
         if not ready:
             return
+        entries = [(jobs[j].digest, key, features.pop(j)) for j in ready if j in features]
+        if cache is not None and entries:
+            try:
+                cache.put_many(entries)
+            except sqlite3.Error as exc:  # only a cache: the index must not suffer
+                log.warning("cannot write to the feature cache %s (%s)", cache.path, exc)
         with store.manifest.transaction():
             for j in ready:
                 job = jobs[j]
@@ -367,55 +517,98 @@ def _encode_jobs(
         ready.clear()
         last_commit = time.monotonic()
 
+    def take_cached(j: int) -> bool:
+        """Queue the cached windows of job ``j`` for the heads; False when they are gone."""
+        assert cache is not None
+        try:
+            windows = cache.get(jobs[j].digest, key)
+        except sqlite3.Error as exc:
+            log.warning("cannot read the feature cache %s (%s); decoding", cache.path, exc)
+            windows = None
+        if windows is None or any(w.silent is None for w in windows):
+            return False
+        waiting[j] = 0
+        for w in windows:
+            if w.silent:  # digital silence holds nothing to find: no audio vector
+                silent[j] = silent.get(j, 0) + 1
+                summary.silent_segments += 1
+                continue
+            waiting[j] += 1
+            cached[w.modality].append((j, w))
+            if len(cached[w.modality]) >= cfg.batch_size:
+                flush(w.modality)
+        decoded.add(j)
+        if waiting[j] == 0:
+            ready.append(j)
+        report("file", {"path": str(jobs[j].file.path), "ok": True})
+        return True
+
+    def handle(kind: str, j: int, payload: Any) -> None:
+        nonlocal finished
+        if kind == _Decoder.PIECE:
+            if j in failed:
+                return
+            if payload.silent:  # digital silence holds nothing to find: no audio vector
+                silent[j] = silent.get(j, 0) + 1
+                summary.silent_segments += 1
+                if not writing:  # (its raw features still go to the cache)
+                    return
+            waiting[j] = waiting.get(j, 0) + 1
+            pending[payload.modality].append((j, payload))
+            if len(pending[payload.modality]) >= cfg.batch_size:
+                flush(payload.modality)
+        elif kind == _Decoder.DONE:
+            decoded.add(j)
+            finished += 1
+            if waiting.get(j, 0) == 0:
+                ready.append(j)
+            report("file", {"path": str(jobs[j].file.path), "ok": True})
+        else:
+            failed.add(j)
+            finished += 1
+            segments.pop(j, None)
+            features.pop(j, None)
+            summary.failed += 1
+            summary.failures.append(Failure(str(jobs[j].file.path), str(payload)))
+            log.warning("skipping %s: %s", jobs[j].file.path, payload)
+            report("file", {"path": str(jobs[j].file.path), "ok": False, "reason": payload})
+
+    def maybe_commit() -> None:
+        if len(ready) >= 256 or time.monotonic() - last_commit > cfg.commit_every:
+            flush_all()
+            commit()
+
     decoder.start()
     try:
+        for j in from_cache:  # no decoding: the heads on cached features
+            if take_cached(j):
+                finished += 1
+            else:
+                decoder.add(j)
+            while True:  # keep the decoder's queue moving meanwhile
+                try:
+                    handle(*decoder.out.get_nowait())
+                except queue.Empty:
+                    break
+            maybe_commit()
+        decoder.no_more()
         while finished < len(jobs):
             try:
                 kind, j, payload = decoder.out.get(timeout=0.05)
             except queue.Empty:
-                for modality in ("audio", "visual"):
-                    flush(modality)
+                flush_all()
                 if time.monotonic() - last_commit > cfg.commit_every:
                     commit()
                 continue
-            if kind == _Decoder.PIECE:
-                if j in failed:
-                    continue
-                if payload.silent:  # digital silence holds nothing to find: no audio vector
-                    silent[j] = silent.get(j, 0) + 1
-                    summary.silent_segments += 1
-                    continue
-                waiting[j] = waiting.get(j, 0) + 1
-                pending[payload.modality].append((j, payload))
-                if len(pending[payload.modality]) >= cfg.batch_size:
-                    flush(payload.modality)
-            elif kind == _Decoder.DONE:
-                decoded.add(j)
-                finished += 1
-                if waiting.get(j, 0) == 0:
-                    ready.append(j)
-                report("file", {"path": str(jobs[j].file.path), "ok": True})
-            else:
-                failed.add(j)
-                finished += 1
-                segments.pop(j, None)
-                summary.failed += 1
-                summary.failures.append(Failure(str(jobs[j].file.path), str(payload)))
-                log.warning("skipping %s: %s", jobs[j].file.path, payload)
-                report("file", {"path": str(jobs[j].file.path), "ok": False, "reason": payload})
-            if len(ready) >= 256 or time.monotonic() - last_commit > cfg.commit_every:
-                for modality in ("audio", "visual"):
-                    flush(modality)
-                commit()
-        for modality in ("audio", "visual"):
-            flush(modality)
+            handle(kind, j, payload)
+            maybe_commit()
+        flush_all()
         commit()
     except KeyboardInterrupt:
         summary.interrupted = True
         decoder.close()
         try:
-            for modality in ("audio", "visual"):
-                flush(modality)
+            flush_all()
             commit()
         finally:
             raise

@@ -127,7 +127,7 @@ def _encode_file(
             chunk = mine[i : i + batch_size]
             feats = backbones.features(modality, np.stack([p.data for p in chunk]))
             windows += [
-                CachedWindow(modality, p.index, p.start, p.end, v)
+                CachedWindow(modality, p.index, p.start, p.end, v, p.silent)
                 for p, v in zip(chunk, feats, strict=True)
             ]
     return windows

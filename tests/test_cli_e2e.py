@@ -164,11 +164,18 @@ def test_interrupted_run_resumes_to_the_same_index(media: Path, tmp_path: Path) 
         def __getattr__(self, name: str):
             return getattr(model, name)
 
-        def embed(self, modality: str, batch):
+        def tick(self) -> None:
             self.calls += 1
             if self.calls == 3:
                 raise KeyboardInterrupt
+
+        def embed(self, modality: str, batch):
+            self.tick()
             return model.embed(modality, batch)
+
+        def features(self, modality: str, batch):  # the encoder call when features are cached
+            self.tick()
+            return model.features(modality, batch)
 
     crashed = tmp_path / "crashed"
     with pytest.raises(KeyboardInterrupt):

@@ -58,14 +58,16 @@ class Backbones:
     def dim(self, modality: str) -> int:
         return BACKBONES[self.names[modality]].dim
 
-    def key(self, window_samples: int) -> str:
-        """Identifies features: backbone names, weight hashes and the audio window length."""
+    def key(self, window_samples: int, min_tail: float = 0.5) -> str:
+        """Identifies features: backbone names, weight hashes and the windowing (the audio
+        window length; the shortest tail kept as a window, when not the default 0.5 s)."""
         parts = []
         for m in ("audio", "visual"):
             w = self.weights[m] or BACKBONES[self.names[m]].default_weights()
             sha = self.expected_sha[m] or (sha256_file(w) if w.exists() else "missing")
             parts.append(f"{self.names[m]}@{sha[:16]}")
-        return "|".join(parts) + f"|w{window_samples}"
+        tail = "" if min_tail == 0.5 else f"|t{min_tail:g}"
+        return "|".join(parts) + f"|w{window_samples}" + tail
 
     @torch.inference_mode()
     def features(self, modality: str, batch: np.ndarray) -> np.ndarray:

@@ -7,19 +7,13 @@ cosine similarity means anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avsearch.encoders.head_config import HeadConfig
 
-@dataclass(frozen=True)
-class HeadConfig:
-    in_dim: int
-    out_dim: int = 128
-    hidden: int = 512
-    dropout: float = 0.1
+__all__ = ["HeadConfig", "ProjectionHead"]
 
 
 class ProjectionHead(nn.Module):

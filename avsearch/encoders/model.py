@@ -1,41 +1,79 @@
 """AVModel: two frozen backbones + two projection heads, loaded from a model directory.
 
-Backbones are loaded lazily, so querying with an image never loads the audio network.
+Backbones are loaded lazily, so querying with an image never loads the audio network. With
+``AVModel.load(..., lazy=True)`` the heads are too, and importing this module imports no torch:
+``embed`` on an unchanged folder reads the config and the fingerprint, and nothing else.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from avsearch.encoders import model_dir as md
-from avsearch.encoders.backbones import Backbones
-from avsearch.encoders.heads import ProjectionHead
-from avsearch.media.decode import WindowSpec
+from avsearch.errors import ModelError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from avsearch.encoders.backbones import Backbones
+    from avsearch.encoders.heads import ProjectionHead
+    from avsearch.media.decode import WindowSpec
 
 
 class AVModel:
-    def __init__(self, directory: Path, config: md.ModelConfig, fingerprint: str) -> None:
+    def __init__(
+        self, directory: Path, config: md.ModelConfig, fingerprint: str, *, lazy: bool = False
+    ) -> None:
         self.directory = directory
         self.config = config
         self.fingerprint = fingerprint
-        self.audio_head, self.visual_head = md.load_heads(directory, config)
-        self.backbones = Backbones(
+        if lazy:  # cheap checks now (the file is there and is safetensors), the weights on use
+            heads = directory / md.HEADS
+            if not heads.exists():
+                raise ModelError(f"{directory}: {md.HEADS} is missing")
+            md.check_safetensors(heads, "projection heads")
+        else:
+            _ = self.heads, self.backbones
+
+    @classmethod
+    def load(
+        cls, name_or_dir: str | Path, *, lazy: bool = False, hashes: md.HashCache | None = None
+    ) -> AVModel:
+        """The model ``name_or_dir`` names. ``lazy``: load the heads on first use (the backbones
+        always are); ``hashes``: a cache of file hashes for the fingerprint."""
+        directory = md.resolve_model_dir(str(name_or_dir))
+        config = md.load_config(directory)
+        return cls(directory, config, md.fingerprint(directory, hashes), lazy=lazy)
+
+    @cached_property
+    def heads(self) -> tuple[ProjectionHead, ProjectionHead]:
+        return md.load_heads(self.directory, self.config)
+
+    @cached_property
+    def backbones(self) -> Backbones:
+        from avsearch.encoders.backbones import Backbones
+
+        config = self.config
+        return Backbones(
             config.audio.backbone,
             config.visual.backbone,
-            md.backbone_weights_path(directory, config.audio),
-            md.backbone_weights_path(directory, config.visual),
+            md.backbone_weights_path(self.directory, config.audio),
+            md.backbone_weights_path(self.directory, config.visual),
             config.audio.backbone_sha256,
             config.visual.backbone_sha256,
         )
 
-    @classmethod
-    def load(cls, name_or_dir: str | Path) -> AVModel:
-        directory = md.resolve_model_dir(str(name_or_dir))
-        config = md.load_config(directory)
-        return cls(directory, config, md.fingerprint(directory))
+    @property
+    def audio_head(self) -> ProjectionHead:
+        return self.heads[0]
+
+    @property
+    def visual_head(self) -> ProjectionHead:
+        return self.heads[1]
 
     @property
     def name(self) -> str:
@@ -46,11 +84,11 @@ class AVModel:
         return self.config.embedding_dim
 
     @property
-    def audio_backbone(self) -> torch.nn.Module:
+    def audio_backbone(self) -> nn.Module:
         return self.backbones.audio
 
     @property
-    def visual_backbone(self) -> torch.nn.Module:
+    def visual_backbone(self) -> nn.Module:
         return self.backbones.visual
 
     @property
@@ -61,6 +99,7 @@ class AVModel:
 
     def window_spec(self, window: float | None = None, min_tail: float = 0.5) -> WindowSpec:
         from avsearch.encoders.audio_frontend import WINDOW_SAMPLES
+        from avsearch.media.decode import WindowSpec
 
         seconds = window or self.config.window_seconds
         if seconds is None:
@@ -71,10 +110,22 @@ class AVModel:
     def image_size(self) -> int:
         return 224
 
-    @torch.inference_mode()
+    def feature_key(self, spec: WindowSpec) -> str:
+        """The key of this model's raw backbone features in the feature cache
+        (:class:`avsearch.store.features.FeatureCache`): backbones, weights and windowing."""
+        return self.backbones.key(spec.samples, spec.min_tail)
+
+    def features(self, modality: str, batch: np.ndarray) -> np.ndarray:
+        """Raw backbone features of decoded windows (loads that backbone on first use)."""
+        return self.backbones.features(modality, batch)
+
     def project(self, modality: str, features: np.ndarray) -> np.ndarray:
-        head: ProjectionHead = self.audio_head if modality == "audio" else self.visual_head
-        return head(torch.from_numpy(np.asarray(features, np.float32))).numpy()
+        """The heads alone: raw backbone features → unit vectors."""
+        import torch
+
+        head = self.audio_head if modality == "audio" else self.visual_head
+        with torch.inference_mode():
+            return head(torch.from_numpy(np.asarray(features, np.float32))).numpy()
 
     def embed(self, modality: str, batch: np.ndarray) -> np.ndarray:
-        return self.project(modality, self.backbones.features(modality, batch))
+        return self.project(modality, self.features(modality, batch))

@@ -10,23 +10,31 @@ Loading is safe on a model directory from anywhere: weights are read from safete
 (never a pickle, which can run code; a pickle renamed ``.safetensors`` is refused by its header),
 ``config.yaml`` with ``yaml.safe_load``, and a ``backbone_weights`` path must name a
 ``.safetensors`` file inside the directory (no absolute path, no ``..``, no symlink leading out).
+
+Reading a config and fingerprinting a directory import no torch (``embed`` on an unchanged folder
+needs only those); loading weights does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import struct
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
 
-from avsearch.encoders.heads import HeadConfig, ProjectionHead
+from avsearch.encoders.head_config import HeadConfig
 from avsearch.encoders.registry import BACKBONES, models_root
 from avsearch.errors import ModelError
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from avsearch.encoders.heads import ProjectionHead
 
 FORMAT_VERSION = 1
 CONFIG = "config.yaml"
@@ -195,6 +203,8 @@ def check_safetensors(path: Path, what: str) -> None:
 def load_safetensors(path: Path, what: str) -> dict[str, Tensor]:
     """The tensors of a safetensors file; ModelError when it is missing, not safetensors, or
     damaged."""
+    from safetensors.torch import load_file
+
     check_safetensors(path, what)
     try:
         return load_file(str(path), device="cpu")
@@ -202,14 +212,56 @@ def load_safetensors(path: Path, what: str) -> dict[str, Tensor]:
         raise ModelError(f"{path}: cannot read {what}: {exc}", hint=_PICKLE_HINT) from exc
 
 
-def fingerprint(model_dir: Path) -> str:
-    """sha256 over config.yaml and every weights file in the directory, in name order."""
+def fingerprint(model_dir: Path, hashes: HashCache | None = None) -> str:
+    """sha256 over config.yaml and every weights file in the directory, in name order.
+
+    With ``hashes``, a file whose (size, mtime, ctime, inode) it recorded is not read again."""
     h = hashlib.sha256()
     files = [model_dir / CONFIG, *sorted(model_dir.glob("*.safetensors"))]
     for path in files:
         h.update(path.name.encode())
-        h.update(sha256_file(path).encode())
+        h.update((hashes.sha256(path) if hashes is not None else sha256_file(path)).encode())
     return h.hexdigest()
+
+
+class HashCache:
+    """sha256 of files, remembered in a small JSON file by (resolved path, size, mtime_ns,
+    ctime_ns, inode): the same test ``embed`` trusts for media files, plus the ctime and inode,
+    which a copy or an edit always changes. Only a cache: an unreadable one counts as empty, and
+    one that cannot be written is left as it was."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dirty = False
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            self.entries: dict[str, list[Any]] = dict(raw["files"]) if raw.get("v") == 1 else {}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            self.entries = {}
+
+    def sha256(self, path: Path) -> str:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        entry = self.entries.get(real)
+        if isinstance(entry, list) and entry[:4] == stamp and isinstance(entry[-1], str):
+            return entry[-1]
+        digest = sha256_file(Path(real))
+        self.entries[real] = [*stamp, digest]
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        """Write the entries (temp file + rename) when something was hashed anew."""
+        if not self.dirty:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps({"v": 1, "files": self.entries}), encoding="utf-8")
+            tmp.replace(self.path)
+            self.dirty = False
+        except OSError:
+            tmp.unlink(missing_ok=True)
 
 
 def backbone_weights_path(model_dir: Path, tower: TowerConfig) -> Path | None:
@@ -233,6 +285,8 @@ def save_model_dir(
     extra_files: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """Write config + weights; returns the fingerprint. Files are written then renamed."""
+    from safetensors.torch import save_file
+
     model_dir.mkdir(parents=True, exist_ok=True)
     tensors = {
         f"{prefix}.{key}": value.detach().contiguous().cpu()
@@ -254,6 +308,8 @@ def save_model_dir(
 
 
 def load_heads(model_dir: Path, config: ModelConfig) -> tuple[ProjectionHead, ProjectionHead]:
+    from avsearch.encoders.heads import ProjectionHead
+
     path = model_dir / HEADS
     if not path.exists():
         raise ModelError(f"{model_dir}: {HEADS} is missing")

@@ -11,10 +11,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from avsearch.errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported by the loaders, not by reading the registry
+    from torch import nn
 
 MODELS_ENV = "AVSEARCH_MODELS"
 

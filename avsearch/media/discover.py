@@ -69,12 +69,17 @@ def discover(
     seen: set[str] = set()  # real paths of the files yielded
     visited: set[tuple[int, int]] = set()  # (st_dev, st_ino) of the folders walked
 
-    def emit(path: Path) -> Iterator[MediaFile]:
-        found = _one(path)
+    def emit(path: Path, real_parent: str | None = None) -> Iterator[MediaFile]:
+        found, link = _stat_one(path)
         if found is None:
             return
         if found.problem is None:
-            real = os.path.realpath(path)
+            # a name that is no link lies where its folder really is: no realpath per file
+            real = (
+                os.path.join(real_parent, path.name)
+                if real_parent is not None and not link
+                else os.path.realpath(path)
+            )
             if real in seen:
                 return
             seen.add(real)
@@ -105,6 +110,7 @@ def discover(
                 continue
             visited.add((st.st_dev, st.st_ino))
             here = Path(dirpath)
+            real_here = os.path.realpath(dirpath)
             dirnames[:] = sorted(
                 d
                 for d in dirnames
@@ -112,23 +118,33 @@ def discover(
             )
             for name in sorted(filenames):
                 if not name.startswith("."):
-                    yield from emit(here / name)
+                    yield from emit(here / name, real_here)
 
 
 def _one(path: Path) -> MediaFile | None:
     """The MediaFile for ``path``; None when it is not named like media. Never opens it."""
+    return _stat_one(path)[0]
+
+
+def _stat_one(path: Path) -> tuple[MediaFile | None, bool]:
+    """``_one``, and whether ``path`` is a symbolic link (one lstat; a stat more for a link)."""
     kind = media_kind(path)
     if kind is None:
-        return None
+        return None, False
+    link = False
     try:
-        st = path.stat()
+        st = os.lstat(path)
+        link = stat.S_ISLNK(st.st_mode)
+        if link:
+            st = path.stat()
     except OSError as exc:
-        return MediaFile(path, kind, 0, 0, problem=_stat_problem(path, exc))
+        return MediaFile(path, kind, 0, 0, problem=_stat_problem(path, exc)), link
     if not stat.S_ISREG(st.st_mode):
         if stat.S_ISDIR(st.st_mode):
-            return None  # a folder named like media (only as a root; the walk enters it)
-        return MediaFile(path, kind, 0, 0, problem=f"not a regular file ({_file_type(st.st_mode)})")
-    return MediaFile(path=path, kind=kind, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            return None, link  # a folder named like media (only as a root; the walk enters it)
+        problem = f"not a regular file ({_file_type(st.st_mode)})"
+        return MediaFile(path, kind, 0, 0, problem=problem), link
+    return MediaFile(path=path, kind=kind, size=st.st_size, mtime_ns=st.st_mtime_ns), link
 
 
 def _stat_problem(path: Path, exc: OSError) -> str:
