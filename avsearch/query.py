@@ -22,7 +22,7 @@ from avsearch.errors import (
     NoAudioError,
     UsageError,
 )
-from avsearch.media.decode import decode_query, has_audio_stream
+from avsearch.media.decode import decode_query
 from avsearch.media.discover import media_kind
 from avsearch.media.paths import path_fields
 from avsearch.store.index import IndexStore
@@ -116,13 +116,7 @@ def encode_query(
             ) from exc
         raise
     span = "" if cfg.start is None and cfg.end is None else f" in [{cfg.start}, {cfg.end})"
-    if not pieces:
-        if kind == "video" and modality == "audio" and not has_audio_stream(path):
-            raise MediaError(
-                path,
-                f"this video has no sound to query with{span}; `--target audio` searches "
-                "sounds with its frames instead",
-            )
+    if not pieces:  # (a video without sound raised NoAudioError above)
         what = "audio" if modality == "audio" else "frames"
         raise MediaError(path, f"no {what} to query with{span}")
     heard = [p for p in pieces if not p.silent]

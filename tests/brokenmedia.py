@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-from tests.mediagen import tone, write_mp4, write_png, write_wav
+from tests.mediagen import encode_audio, tone, write_mp4, write_png, write_wav
 
 Expect = Literal["fail", "index", "either"]
 
@@ -95,24 +95,8 @@ def write_webm(
         for packet in v.encode():
             out.mux(packet)
         if a is not None:
-            _encode_audio(out, a, tone(freq, seconds, rate), rate)
+            encode_audio(out, a, tone(freq, seconds, rate), rate)
     return path
-
-
-def _encode_audio(
-    out: av.container.OutputContainer, stream: av.audio.AudioStream, samples: np.ndarray, rate: int
-) -> None:
-    step = 960
-    for k in range(0, len(samples), step):
-        chunk = np.ascontiguousarray(samples[k : k + step][None, :], dtype=np.float32)
-        frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-        frame.sample_rate = rate
-        frame.pts = k
-        frame.time_base = fractions.Fraction(1, rate)
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
 
 
 def write_audio_only_mp4(path: Path, seconds: float = 2.0, freq: float = 660.0) -> Path:
@@ -122,7 +106,7 @@ def write_audio_only_mp4(path: Path, seconds: float = 2.0, freq: float = 660.0) 
     with av.open(str(path), "w", format="mp4") as out:
         a = out.add_stream("aac", rate=rate)
         a.layout = "mono"
-        _encode_audio(out, a, tone(freq, seconds, rate), rate)
+        encode_audio(out, a, tone(freq, seconds, rate), rate)
     return path
 
 

@@ -51,31 +51,9 @@ def write_mp4(
         a = out.add_stream("aac", rate=rate) if audio else None
         if a is not None:
             a.layout = "mono"
-        n_frames = int(seconds * fps)
-        for i in range(n_frames):
-            colour = COLOURS[int(i / fps / colour_every) % len(COLOURS)]
-            arr = np.empty((size[1], size[0], 3), np.uint8)
-            arr[:] = colour
-            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-            frame.pts = i
-            frame.time_base = fractions.Fraction(1, fps)
-            for packet in v.encode(frame):
-                out.mux(packet)
-        for packet in v.encode():
-            out.mux(packet)
+        encode_frames(out, v, seconds, fps, size, colour_every)
         if a is not None:
-            samples = tone(freq, seconds, rate)
-            step = 1024
-            for k in range(0, len(samples), step):
-                chunk = samples[k : k + step]
-                frame = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
-                frame.sample_rate = rate
-                frame.pts = k
-                frame.time_base = fractions.Fraction(1, rate)
-                for packet in a.encode(frame):
-                    out.mux(packet)
-            for packet in a.encode():
-                out.mux(packet)
+            encode_audio(out, a, tone(freq, seconds, rate), rate, step=1024)
     return path
 
 
@@ -96,15 +74,47 @@ def write_mkv_empty_audio(path: Path, seconds: float = 5.0, fps: int = 10) -> Pa
         v.pix_fmt = "yuv420p"
         a = out.add_stream("libopus", rate=48000)
         a.layout = "mono"
-        for i in range(int(seconds * fps)):
-            arr = np.empty((size[1], size[0], 3), np.uint8)
-            arr[:] = COLOURS[int(i / fps) % len(COLOURS)]
-            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-            frame.pts = i
-            frame.time_base = fractions.Fraction(1, fps)
-            for packet in v.encode(frame):
-                out.mux(packet)
-        for packet in v.encode():
-            out.mux(packet)
+        encode_frames(out, v, seconds, fps, size)
         del a  # declared, never fed
     return path
+
+
+def encode_frames(
+    out: av.container.OutputContainer,
+    stream: av.video.VideoStream,
+    seconds: float,
+    fps: int,
+    size: tuple[int, int],
+    colour_every: float = 1.0,
+) -> None:
+    """Mux ``seconds`` of solid frames, COLOURS[int(t / colour_every) % 5], then flush."""
+    for i in range(int(seconds * fps)):
+        arr = np.empty((size[1], size[0], 3), np.uint8)
+        arr[:] = COLOURS[int(i / fps / colour_every) % len(COLOURS)]
+        frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+        frame.pts = i
+        frame.time_base = fractions.Fraction(1, fps)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
+def encode_audio(
+    out: av.container.OutputContainer,
+    stream: av.audio.AudioStream,
+    samples: np.ndarray,
+    rate: int,
+    step: int = 960,
+) -> None:
+    """Mux mono float samples in frames of ``step`` samples, then flush the encoder."""
+    for k in range(0, len(samples), step):
+        chunk = np.ascontiguousarray(samples[k : k + step][None, :], dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = k
+        frame.time_base = fractions.Fraction(1, rate)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
