@@ -477,7 +477,7 @@ def train_cmd(
     from avsearch.errors import UsageError
     from avsearch.train import for_method
     from avsearch.train.config import media_audio_backbone
-    from avsearch.train_run import run_train_features, run_train_media
+    from avsearch.train.run import run_train_features, run_train_media
 
     st = _state(ctx)
     overrides: dict[str, Any] = {"labeled_ratio": labeled_ratio, "seed": seed}
@@ -681,7 +681,7 @@ def eval_index(
                 hint="avsearch eval --features FILE.h5 --model DIR",
             )
         if features is not None and model is not None:
-            from avsearch.train_run import evaluate_feature_file
+            from avsearch.train.run import evaluate_feature_file
 
             report = evaluate_feature_file(features, model)
             if st.json:

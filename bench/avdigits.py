@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import av
+import avdigits_data as avdigits
 import numpy as np
 import soundfile as sf
 from PIL import Image
-
-from avsearch.datasets import avdigits
 
 log = logging.getLogger("avdigits")
 

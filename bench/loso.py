@@ -44,13 +44,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import avdigits_data as avdigits
 import numpy as np
 import torch
 from _common import OUT, machine_line, shared_data, write_section
 from PIL import Image
 
-from avsearch.augment import AudioAugmentConfig, VisualAugmentConfig, augment_audio, augment_images
-from avsearch.datasets import avdigits
 from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
 from avsearch.encoders.cut import BackboneCut, cut_backbone
 from avsearch.encoders.efficientnet import preprocess_image
@@ -58,6 +57,12 @@ from avsearch.encoders.registry import load_backbone
 from avsearch.evaluate import evaluate_cross_modal
 from avsearch.media.decode import WindowSpec, audio_pieces
 from avsearch.train import for_method, train
+from avsearch.train.augment import (
+    AudioAugmentConfig,
+    VisualAugmentConfig,
+    augment_audio,
+    augment_images,
+)
 from avsearch.train.data import mask_labels
 from avsearch.train.finetune_run import feature_views, train_finetune
 from avsearch.train.loop import TrainResult, embed_tower

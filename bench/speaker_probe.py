@@ -28,6 +28,7 @@ import argparse
 import time
 from collections.abc import Callable
 
+import avdigits_data as avdigits
 import numpy as np
 import torch
 from _common import OUT, cached, machine_line, shared_data, write_section
@@ -35,7 +36,6 @@ from scipy.fft import dct
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from avsearch.datasets import avdigits
 from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES, LogMelFrontend
 from avsearch.encoders.cepstra import CepstralTemplate
 from avsearch.encoders.cut import cut_backbone

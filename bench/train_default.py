@@ -34,13 +34,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import avdigits_data as avdigits
 import numpy as np
 import torch
 import torch.nn.functional as F
 from _common import REPO, cached, machine_line, shared_data, write_section
 from PIL import Image, ImageOps
 
-from avsearch.datasets import avdigits
 from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
 from avsearch.encoders.efficientnet import preprocess_image
 from avsearch.encoders.heads import HeadConfig, ProjectionHead
@@ -50,7 +50,7 @@ from avsearch.evaluate import evaluate_cross_modal
 from avsearch.media.decode import WindowSpec, audio_pieces
 from avsearch.train import FeatureSet, for_method, train
 from avsearch.train.config import AUDIO_BACKBONES, TrainConfig
-from avsearch.train_run import media_template
+from avsearch.train.run import media_template
 
 SPEC = WindowSpec(WINDOW_SAMPLES, SAMPLE_RATE)
 FARM_ALIASES = {"chickens": "chicken"}

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 from _common import OUT, REPO, machine_line, shared_data, write_section
+from avdigits_data import pair_within_class
 from train_default import build_features
 
-from avsearch.datasets.avdigits import pair_within_class
 from avsearch.train import FeatureSet, evaluate_heads, for_method, mask_labels, train
 
 RATIOS = (0.05, 0.1, 0.3, 1.0)

@@ -210,7 +210,7 @@ def test_new_heads_on_the_same_backbones_reuse_the_features_and_decode_nothing(
 def test_features_cached_by_train_serve_embed(
     tmp_path: Path, tiny_backbones: dict[str, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from avsearch.trainset import extract_features
+    from avsearch.train.pairs import extract_features
 
     media = make_media(tmp_path / "media")
     model = AVModel.load(make_model(tmp_path / "model", 2))

@@ -21,7 +21,7 @@ from avsearch.encoders.model_dir import load_config, sha256_file
 from avsearch.encoders.registry import BACKBONES
 from avsearch.train import for_method
 from avsearch.train.finetune_run import STAGE1_DIR
-from avsearch.train_run import _cache_sentence, _view_modalities
+from avsearch.train.run import _cache_sentence, _view_modalities
 from tests.mediagen import write_png, write_wav
 
 runner = CliRunner()

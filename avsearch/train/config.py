@@ -118,7 +118,7 @@ class TrainConfig:
     # "loso_heads"), but cannot be fine-tuned; aisfx-cepstra adds an order-keeping cepstral
     # template instead and can; aisfx alone is the plain sound-effects embedding
     audio_backbone: str = DEFAULT_AUDIO_BACKBONE
-    augment: bool = False  # seeded waveform / image augmentation (avsearch.augment defaults)
+    augment: bool = False  # seeded waveform / image augmentation (avsearch.train.augment defaults)
     views: int = 4  # stored views per item with --augment: view 0 as decoded + views-1 augmented
 
     def __post_init__(self) -> None:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from avsearch.augment import AudioAugmentConfig, augment_audio
 from avsearch.encoders.cut import cut_backbone
 from avsearch.encoders.finetune import BACKBONE_FILES, backbone_state
 from avsearch.encoders.model_dir import load_config
 from avsearch.encoders.registry import load_backbone
 from avsearch.train import for_method
+from avsearch.train.augment import AudioAugmentConfig, augment_audio
 from avsearch.train.finetune_run import STAGE1_DIR, train_finetune
 from avsearch.train.loop import embed_tower
 from avsearch.train.views import TrainData, Views, build_views

@@ -1,10 +1,10 @@
 """``avsearch train``: media mode and feature mode, wired to the training core.
 
 Media mode: decode the folders once (backbone features cached in the index directory), form
-pairs (:mod:`avsearch.trainset`), hide labels for ``--labeled-ratio``, train the heads on top
+pairs (:mod:`avsearch.train.pairs`), hide labels for ``--labeled-ratio``, train the heads on top
 of the frozen default backbones, and write a model directory that ``embed --model DIR`` uses.
 With ``--augment`` or ``--finetune`` the files are decoded a second time to compute per-item
-views (:func:`avsearch.trainset.add_views`): features of augmented copies, or, for a
+views (:func:`avsearch.train.pairs.add_views`): features of augmented copies, or, for a
 fine-tuned backbone, the activations before its trainable blocks; fine-tuning then runs in
 two stages (:func:`avsearch.train.finetune_run.train_finetune`) and saves the fine-tuned
 backbones whole in the model directory.
@@ -40,8 +40,8 @@ from avsearch.evaluate import RetrievalReport
 from avsearch.evaluate_index import _lookup, folder_label, read_labels_csv
 from avsearch.train import FeatureSet, TrainConfig, evaluate_heads, load_h5, mask_labels, train
 from avsearch.train.loop import EpochRecord
+from avsearch.train.pairs import Encoder, add_views, build_pairs, extract_features
 from avsearch.train.views import TrainData, Views, build_views
-from avsearch.trainset import Encoder, add_views, build_pairs, extract_features
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _view_encoder(
 ) -> Encoder:
     """(modality, raw batch, seed) -> ``[B, V, ...]``: activations at the cut (float16) of a
     fine-tuned backbone, else backbone features (float32); views 1.. augmented."""
-    from avsearch.augment import (
+    from avsearch.train.augment import (
         AudioAugmentConfig,
         VisualAugmentConfig,
         augment_audio,

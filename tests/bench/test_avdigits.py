@@ -1,31 +1,21 @@
-"""bench/avdigits.py on a tiny subset of the shared data: real files, playable videos."""
+"""bench/avdigits.py on a tiny subset of the shared data: real files, playable videos.
+
+Imported by module name (pytest puts bench/ on sys.path), never by file path."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
+import avdigits as builder
 import numpy as np
 
 from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
 from avsearch.media.decode import WindowSpec, file_pieces
-from tests.conftest import REPO, shared_path
-
-
-def load_builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_avdigits", REPO / "bench" / "avdigits.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being created
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import shared_path
 
 
 def test_build_avdigits_writes_class_folders_and_playable_videos(tmp_path: Path) -> None:
     data = shared_path("data")
-    builder = load_builder()
     out = tmp_path / "avdigits"
     paths = builder.build_avdigits(data, out, ["test"], seed=0, per_class=1)
     assert set(paths) == {"test/audio", "test/images", "test/videos"}

@@ -6,7 +6,7 @@ import pytest
 from avsearch.encoders.backbones import Backbones
 from avsearch.errors import UsageError
 from avsearch.media.decode import WindowSpec
-from avsearch.trainset import add_views, build_pairs, extract_features
+from avsearch.train.pairs import add_views, build_pairs, extract_features
 from tests.mediagen import write_mp4, write_png, write_truncated, write_wav
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tests for avsearch.augment: seeded waveform and image augmentation."""
+"""Tests for avsearch.train.augment: seeded waveform and image augmentation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from avsearch.augment import (
+from avsearch.train.augment import (
     AudioAugmentConfig,
     VisualAugmentConfig,
     augment_audio,
