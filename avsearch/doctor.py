@@ -56,19 +56,6 @@ def run_checks(index_dir: Path) -> list[dict[str, Any]]:
         m.visual_backbone  # noqa: B018
         return f"{m.name} ({m.directory}), fingerprint {m.fingerprint[:12]}"
 
-    def word_model() -> str:
-        from avsearch.encoders.words import WordModel
-
-        return f"EfficientWord-Net word model at {WordModel().path} (for aisfx-words)"
-
-    def default_needs_words() -> bool:
-        try:
-            from avsearch.encoders.model_dir import load_config, resolve_model_dir
-
-            return load_config(resolve_model_dir("default")).audio.backbone == "aisfx-words"
-        except Exception:  # the model check reports a broken default
-            return False
-
     return [
         _check("python", python),
         _check("torch", torch_),
@@ -76,9 +63,44 @@ def run_checks(index_dir: Path) -> list[dict[str, Any]]:
         _check("codecs", codecs),
         _check("soundfile", soundfile_),
         _check("default model and backbone weights", model),
-        _check("word model", word_model, required=default_needs_words()),
+        *_backbone_checks(),
         _index_check(index_dir),
     ]
+
+
+def _default_parts() -> set[str]:
+    """The atomic backbones the default model's towers are made of (none if it is broken: the
+    model check reports that)."""
+    from avsearch.encoders.model_dir import load_config, resolve_model_dir
+    from avsearch.encoders.registry import BACKBONES
+
+    try:
+        config = load_config(resolve_model_dir("default"))
+        return {p.name for t in (config.audio, config.visual) for p in BACKBONES.parts(t.backbone)}
+    except Exception:  # doctor reports every failure instead of stopping
+        return set()
+
+
+def _backbone_checks() -> list[dict[str, Any]]:
+    """One check per registered backbone with a weights file: is the file there? Required for
+    the default model's backbones, a warning for the others."""
+    from avsearch.encoders.registry import BACKBONES, weights_files
+    from avsearch.errors import ModelError
+
+    needed = _default_parts()
+    checks = []
+    for name, info in BACKBONES.items():
+        if info.parts or not info.has_weights:
+            continue
+
+        def present(name: str = name) -> str:
+            (found,) = weights_files(name)
+            if not found.present:
+                raise ModelError(f"not found at {found.path}; {found.hint}")
+            return f"{found.path} ({found.source})"
+
+        checks.append(_check(f"backbone {name}", present, required=name in needed))
+    return checks
 
 
 def _index_check(index_dir: Path) -> dict[str, Any]:

@@ -214,6 +214,8 @@ def test_shared_fixtures_and_farm(index_env: Path) -> None:
     code, out, _ = cli("--json", "query", str(farm / "sounds" / "dog.ogg"), "--top", "5")
     assert code == 0 and out["target"] == "visual" and len(out["results"]) == 5
     assert all(set(r) == RESULT_KEYS for r in out["results"])
+    # the answer, not only its shape: the bark finds the dog's photo first
+    assert Path(out["results"][0]["path"]) == (farm / "images" / "dog.webp").resolve()
     code, out, _ = cli("--json", "query", str(fixtures / "photos" / "sklearn_china.jpg"))
     assert code == 0 and out["target"] == "audio" and out["results"]
     assert all(r["start"] is not None and r["end"] > r["start"] for r in out["results"])
@@ -226,6 +228,9 @@ def test_doctor_and_models(index_env: Path) -> None:
     assert names["codecs"]["ok"] and names["default model and backbone weights"]["ok"]
     assert not names["index"]["ok"] and not names["index"]["required"]  # no index yet: a warning
     code, out, _ = cli("--json", "models")
-    backbones = {b["name"] for b in out["backbones"]}
-    assert backbones == {"aisfx", "aisfx-cepstra", "aisfx-words", "soundnet", "efficientnet-lite0"}
-    assert names["word model"]["ok"] or not names["word model"]["required"]
+    backbones = {b["name"]: b for b in out["backbones"]}
+    assert {"aisfx", "words", "aisfx-words", "efficientnet-lite0"} <= set(backbones)
+    assert backbones["aisfx-words"]["parts"] == ["aisfx", "words"]
+    assert backbones["aisfx-words"]["dim"] == 2560 and backbones["aisfx"]["weights_present"]
+    assert backbones["efficientnet-lite0"]["input"] == {"image_size": 224}
+    assert names["backbone words"]["ok"] or not names["backbone words"]["required"]

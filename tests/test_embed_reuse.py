@@ -27,6 +27,7 @@ from avsearch.encoders import model_dir as md
 from avsearch.encoders import registry
 from avsearch.encoders.heads import HeadConfig, ProjectionHead
 from avsearch.encoders.model import AVModel
+from avsearch.encoders.tower import AudioInput, ImageInput
 from avsearch.errors import ModelMismatchError
 from avsearch.pipeline import MODEL_HASHES, EmbedSummary, run_embed
 from avsearch.store.features import FEATURES_DB, CachedWindow, FeatureCache
@@ -39,17 +40,31 @@ VISUAL_DIM = 12
 
 
 class TinyAudio(nn.Module):
-    """[B, samples] → [B, 16]: mean and mean |x| over 8 blocks."""
+    """A tower: [B, samples] → [B, 16]: mean and mean |x| over 8 blocks."""
+
+    name = "tiny-audio"
+    modality = "audio"
+    dim = AUDIO_DIM
+    input = AudioInput(RATE, RATE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks = x[:, : x.shape[1] // 8 * 8].reshape(len(x), 8, -1)
         return torch.cat([blocks.mean(-1) * 10, blocks.abs().mean(-1) * 10], dim=1)
 
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self(torch.from_numpy(np.asarray(batch, np.float32))).numpy()
+
 
 class TinyVisual(nn.Module):
-    """[B, H, W, 3] uint8 → [B, 12]: the colour means of a 2x2 grid."""
+    """A tower: [B, H, W, 3] uint8 → [B, 12]: the colour means of a 2x2 grid."""
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
+    name = "tiny-visual"
+    modality = "visual"
+    dim = VISUAL_DIM
+    input = ImageInput(224)
+
+    def features(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.asarray(batch, np.float32) / 255.0)
         h, w = x.shape[1] // 2, x.shape[2] // 2
         cells = [x[:, i * h : (i + 1) * h, k * w : (k + 1) * w].mean((1, 2)) for i in (0, 1)
@@ -58,26 +73,23 @@ class TinyVisual(nn.Module):
 
 
 @pytest.fixture
-def tiny_backbones(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, int]:
-    """Register ``tiny-audio`` and ``tiny-visual``; counts how often each is loaded."""
+def tiny_backbones(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Register the towers ``tiny-audio`` and ``tiny-visual`` (no weights files); counts how
+    often each is built."""
     loads = {"audio": 0, "visual": 0}
 
-    def loader(modality: str, net: type[nn.Module]) -> Any:
-        def load(path: Path | None) -> nn.Module:
-            loads[modality] += 1
+    def builder(net: type[TinyAudio | TinyVisual]) -> Any:
+        def build(path: Path | None) -> nn.Module:
+            loads[net.modality] += 1
             return net()
 
-        return load
+        return build
 
-    for modality, net, dim in (("audio", TinyAudio, AUDIO_DIM), ("visual", TinyVisual, VISUAL_DIM)):
-        name = f"tiny-{modality}"
-        monkeypatch.setitem(
-            registry.BACKBONES,
-            name,
-            registry.BackboneInfo(
-                name, modality, dim, "test", loader(modality, net), lambda: tmp_path / "none"
-            ),
+    for net in (TinyAudio, TinyVisual):
+        info = registry.BackboneInfo(
+            net.name, net.modality, net.dim, net.input, "test", "test", builder(net)
         )
+        monkeypatch.setitem(registry.BACKBONES, net.name, info)
     return loads
 
 

@@ -25,12 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsearch.encoders.audio_frontend import (
-    BLOCK_FRAMES,
     N_MELS,
     SAMPLE_RATE,
     WINDOW_SAMPLES,
     LogMelFrontend,
+    run_windows,
 )
+from avsearch.encoders.tower import AudioInput
 from avsearch.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -125,20 +126,18 @@ def load_aisfx(path: Path) -> AisfxNet:
 
 
 class AisfxBackbone(nn.Module):
-    """Waveform windows (mono 44.1 kHz) -> 512-d aisfx embeddings: front-end + network.
+    """The ``aisfx`` tower: waveform windows (mono 44.1 kHz, 102,400 samples) -> 512-d aisfx
+    embeddings, front-end + network.
 
-    :meth:`forward` is differentiable (for fine-tuning); :meth:`embed` is the numpy inference
-    entry point. The module's state dict holds only the network (``net.*``): the front-end's
+    :meth:`forward` is the differentiable torch path; :meth:`features` is the tower's numpy entry
+    point. The module's state dict holds only the network (``net.*``): the front-end's
     filterbank and window are rebuilt from constants.
     """
 
     name = "aisfx"
     modality = "audio"
     dim = FEATURE_DIM
-    sample_rate = SAMPLE_RATE
-    window_samples = WINDOW_SAMPLES
-    block_frames = BLOCK_FRAMES
-    finetuning: bool = False  # set by avsearch.encoders.finetune.unfreeze
+    input = AudioInput(SAMPLE_RATE, WINDOW_SAMPLES)
 
     def __init__(self, net: AisfxNet | None = None, weights: Path | None = None) -> None:
         super().__init__()
@@ -152,61 +151,24 @@ class AisfxBackbone(nn.Module):
         self.net = net
         self.eval()
 
-    def train(self, mode: bool = True) -> AisfxBackbone:
-        """Plain ``nn.Module.train``, except while fine-tuning: once
-        :func:`avsearch.encoders.finetune.unfreeze` has marked the backbone ``finetuning``,
-        train mode reaches only its unfrozen blocks (see
-        :func:`avsearch.encoders.finetune.set_train_mode`)."""
-        if self.finetuning:
-            from avsearch.encoders.finetune import set_train_mode
-
-            set_train_mode(self, mode)
-            return self
-        return super().train(mode)
-
-    def _pad(self, waves: torch.Tensor) -> torch.Tensor:
-        short = self.window_samples - waves.shape[1]
-        return F.pad(waves, (0, short)) if short > 0 else waves
-
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        """``float [B, N]`` -> ``[B, 512]``; rows shorter than ``window_samples`` are zero-padded.
+        """``float [B, N]`` -> ``[B, 512]``; rows shorter than the window are zero-padded.
 
-        ``N == window_samples`` is the aisfx 100-frame block. Longer rows are accepted here
-        (the network is fully convolutional and max-pools over time) but are not what aisfx
-        was trained on; :meth:`embed` refuses them.
+        ``N == WINDOW_SAMPLES`` is the aisfx 100-frame block. Longer rows (a window set
+        longer than the block) are accepted: the network is fully convolutional and max-pools
+        over time, though aisfx was trained on the block.
         """
         if waves.ndim != 2:
             raise ValueError(f"expected waveforms of shape [B, N], got {tuple(waves.shape)}")
-        return self.from_logmel(self.frontend(self._pad(waves)))
+        short = WINDOW_SAMPLES - waves.shape[1]
+        if short > 0:
+            waves = F.pad(waves, (0, short))
+        return self.net(self.frontend(waves))
 
-    def from_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
-        """The features of front-end output ``[B, T, 96]`` (subclasses add their own)."""
-        return self.net(logmel)
-
-    def embed(self, waves: np.ndarray) -> np.ndarray:
-        """``float32 [B, n]`` with ``n <= window_samples`` -> ``float32 [B, 512]``.
-
-        Shorter rows are zero-padded at the end to ``window_samples``; a 1-D array is one row.
-        Runs under ``torch.inference_mode`` in chunks of at most 64 rows, on the network's
-        device.
-        """
-        arr = np.asarray(waves, dtype=np.float32)
-        if arr.ndim == 1:
-            arr = arr[None]
-        if arr.ndim != 2 or arr.shape[1] > self.window_samples:
-            raise ValueError(
-                f"expected waveforms of shape [B, n] with n <= {self.window_samples}, "
-                f"got {arr.shape}"
-            )
-        if arr.shape[0] == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if arr.shape[1] == 0:
-            arr = np.zeros((arr.shape[0], self.window_samples), dtype=np.float32)
+    def features(self, waves: np.ndarray) -> np.ndarray:
+        """``float32 [B, n]`` -> ``float32 [B, 512]``
+        (:func:`~avsearch.encoders.audio_frontend.run_windows`: rows shorter than the block
+        zero-padded, a 1-D array is one row, chunks of at most 64 rows on the network's
+        device)."""
         device = next(self.net.parameters()).device
-        out: list[np.ndarray] = []
-        with torch.inference_mode():
-            for start in range(0, arr.shape[0], EMBED_CHUNK):
-                chunk = torch.from_numpy(np.ascontiguousarray(arr[start : start + EMBED_CHUNK]))
-                feats = self.forward(chunk.to(device))
-                out.append(feats.float().cpu().numpy())
-        return np.concatenate(out, axis=0)
+        return run_windows(self.forward, waves, self.dim, EMBED_CHUNK, device)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -70,6 +71,7 @@ __all__ = [
     "hz_to_mel_htk",
     "mel_filterbank",
     "mel_to_hz_htk",
+    "run_windows",
 ]
 
 SAMPLE_RATE = 44_100
@@ -213,3 +215,38 @@ def file_logmel(samples: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         mel = torch.matmul(mel_fb, _power_frames(x, window))
         return _compress(mel)[0].T.contiguous().numpy()
+
+
+def run_windows(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    waves: np.ndarray,
+    dim: int,
+    chunk: int,
+    device: torch.device | None = None,
+    window_samples: int = WINDOW_SAMPLES,
+) -> np.ndarray:
+    """The numpy entry point of a tower over aisfx windows: ``float32 [B, n]`` ->
+    ``float32 [B, dim]``, by ``forward`` on at most ``chunk`` rows at a time under
+    ``torch.inference_mode``.
+
+    Shorter rows are zero-padded at the end to ``window_samples`` (the padded last window of a
+    clip); a 1-D array is one row. Longer rows (``embed --window`` above the native block) are
+    passed as they are: the towers on these frames pool over time.
+    """
+    arr = np.asarray(waves, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2:
+        raise ValueError(f"expected waveforms of shape [B, n], got {arr.shape}")
+    if arr.shape[0] == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    if arr.shape[1] < window_samples:
+        arr = np.pad(arr, ((0, 0), (0, window_samples - arr.shape[1])))
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, arr.shape[0], chunk):
+            rows = torch.from_numpy(np.ascontiguousarray(arr[start : start + chunk]))
+            if device is not None:
+                rows = rows.to(device)
+            out.append(forward(rows).float().cpu().numpy())
+    return np.concatenate(out, axis=0)

@@ -1,20 +1,29 @@
-"""A pair of frozen backbones (audio, visual), loaded lazily, turning decoded windows into raw
-backbone features. AVModel puts projection heads on top; training caches these features."""
+"""A pair of frozen towers (audio, visual), loaded lazily, turning decoded windows into raw
+backbone features. AVModel puts projection heads on top; training caches these features.
+
+Each side is a backbone name of :mod:`avsearch.encoders.registry` (a composite ``a+b`` too).
+Reading what a side declares (dimension, input) loads nothing; importing this module imports
+no torch (the towers bring it when they are built).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from avsearch.encoders.model_dir import sha256_file
-from avsearch.encoders.registry import BACKBONES, load_backbone
+from avsearch.encoders.composite import checked_features
+from avsearch.encoders.files import sha256_file
+from avsearch.encoders.registry import BACKBONES, load_backbone, weights_files, weights_key
+from avsearch.encoders.tower import MODALITIES, AudioInput, ImageInput
 from avsearch.errors import ModelError
 
-AUDIO_CHUNK = 16
+if TYPE_CHECKING:
+    from avsearch.encoders.registry import BackboneInfo
+    from avsearch.encoders.tower import Tower
 
 
 class Backbones:
@@ -26,59 +35,83 @@ class Backbones:
         visual_weights: Path | None = None,
         audio_sha256: str | None = None,
         visual_sha256: str | None = None,
+        user_weights: Mapping[str, Path] | None = None,
     ) -> None:
-        for name in (audio, visual):
-            if name not in BACKBONES:
-                raise ModelError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+        """``audio_weights``/``visual_weights``: the model's own file for each tower's primary
+        part; ``*_sha256``: what the model config recorded for it; ``user_weights``: weights
+        files the user gave, by backbone name (``{"vggish": PATH}``)."""
         self.names = {"audio": audio, "visual": visual}
+        self.info: dict[str, BackboneInfo] = {}
+        for modality, name in self.names.items():
+            info = BACKBONES.lookup(name)
+            if info.modality != modality:
+                raise ModelError(f"backbone {name!r} is a {info.modality} backbone, not {modality}")
+            self.info[modality] = info
         self.weights = {"audio": audio_weights, "visual": visual_weights}
         self.expected_sha = {"audio": audio_sha256, "visual": visual_sha256}
+        self.user_weights = dict(user_weights or {})
 
-    def _load(self, modality: str) -> nn.Module:
-        weights = self.weights[modality]
+    def _load(self, modality: str) -> Tower:
+        """The tower, after checking a weights file the user pointed at (a model directory's
+        file, ``$AVSEARCH_<NAME>_WEIGHTS``) against the sha256 the model config records."""
+        name = self.names[modality]
         expected = self.expected_sha[modality]
-        if weights is not None and expected:
-            actual = sha256_file(weights)
+        files = weights_files(name, self.weights[modality], self.user_weights)
+        primary = files[0] if files else None
+        if expected and primary and primary.present and primary.source != "default":
+            actual = sha256_file(primary.path)
             if actual != expected:
                 raise ModelError(
-                    f"{weights}: sha256 {actual[:12]}… differs from the model config's "
+                    f"{primary.path}: sha256 {actual[:12]}… differs from the model config's "
                     f"{expected[:12]}…",
                     hint="the backbone weights were changed; reinstall or re-convert them",
                 )
-        return load_backbone(self.names[modality], weights)
+        return load_backbone(name, self.weights[modality], self.user_weights)
 
     @cached_property
-    def audio(self) -> nn.Module:
+    def audio(self) -> Tower:
         return self._load("audio")
 
     @cached_property
-    def visual(self) -> nn.Module:
+    def visual(self) -> Tower:
         return self._load("visual")
 
+    def tower(self, modality: str) -> Tower:
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be audio or visual, not {modality!r}")
+        return self.audio if modality == "audio" else self.visual
+
     def dim(self, modality: str) -> int:
-        return BACKBONES[self.names[modality]].dim
+        return self.info[modality].dim
+
+    @property
+    def audio_input(self) -> AudioInput:
+        declared = self.info["audio"].input
+        if not isinstance(declared, AudioInput):  # pragma: no cover - checked by modality
+            raise ModelError(f"{self.names['audio']} declares no audio input")
+        return declared
+
+    @property
+    def image_input(self) -> ImageInput:
+        declared = self.info["visual"].input
+        if not isinstance(declared, ImageInput):  # pragma: no cover - checked by modality
+            raise ModelError(f"{self.names['visual']} declares no image input")
+        return declared
 
     def key(self, window_samples: int, min_tail: float = 0.5) -> str:
-        """Identifies features: backbone names, weight hashes and the windowing (the audio
-        window length; the shortest tail kept as a window, when not the default 0.5 s)."""
-        parts = []
-        for m in ("audio", "visual"):
-            w = self.weights[m] or BACKBONES[self.names[m]].default_weights()
-            sha = self.expected_sha[m] or (sha256_file(w) if w.exists() else "missing")
-            parts.append(f"{self.names[m]}@{sha[:16]}")
+        """Identifies features: every part of each tower with its weights' hash, and the
+        windowing (the audio window length; the shortest tail kept as a window, when not the
+        default 0.5 s), e.g. ``aisfx@c1d1…+words@3739…|efficientnet-lite0@5793…|w102400``."""
+        parts = [
+            weights_key(self.names[m], self.weights[m], self.expected_sha[m], self.user_weights)
+            for m in MODALITIES
+        ]
         tail = "" if min_tail == 0.5 else f"|t{min_tail:g}"
         return "|".join(parts) + f"|w{window_samples}" + tail
 
-    @torch.inference_mode()
     def features(self, modality: str, batch: np.ndarray) -> np.ndarray:
-        """audio: [B, samples] float32 mono; visual: [B, 224, 224, 3] uint8 → [B, dim]."""
+        """audio: ``[B, samples]`` float32 mono; visual: ``[B, size, size, 3]`` uint8 →
+        ``float32 [B, dim]`` (loads that tower on first use)."""
         if len(batch) == 0:
             return np.zeros((0, self.dim(modality)), np.float32)
-        if modality == "visual":
-            return self.visual.embed(batch)
-        net = self.audio
-        out = [
-            net(torch.from_numpy(np.ascontiguousarray(batch[i : i + AUDIO_CHUNK], np.float32)))
-            for i in range(0, len(batch), AUDIO_CHUNK)
-        ]
-        return torch.cat(out).numpy()
+        return checked_features(self.tower(modality), batch)

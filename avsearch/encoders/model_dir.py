@@ -2,9 +2,25 @@
 
 A model directory holds ``config.yaml`` (backbones and their weight hashes, segmenting, head
 sizes, embedding dim, training recipe and data) and ``heads.safetensors`` (keys ``audio.*``,
-``visual.*``, optionally ``classifier.*``). Fine-tuned backbones add
-``{audio,visual}_backbone.safetensors``. Its fingerprint, a sha256 over config and weight
+``visual.*``, optionally ``classifier.*``). Its fingerprint, a sha256 over config and weight
 files, is stored in every index built with it.
+
+Each tower of ``config.yaml`` names its backbone (see :mod:`avsearch.encoders.registry`)::
+
+    audio:
+      backbone: [aisfx, words]   # a list: these towers side by side, features concatenated in
+                                 # order (512 + 2048 = 2560 = head.in_dim)
+      backbone_sha256: c1d1...   # sha256 of the weights of its first part that has weights
+      backbone_weights: null     # or a .safetensors file in this directory replacing them
+      head: {in_dim: 2560, out_dim: 128, hidden: 512, dropout: 0.1}
+    visual:
+      backbone: efficientnet-lite0
+      ...
+
+``backbone`` is one registered name or a list of them (``aisfx+words`` is the same list written
+as one name). Registered composites keep older directories loading unchanged: ``aisfx-words``
+is ``[aisfx, words]``, ``aisfx-cepstra`` is ``[aisfx, cepstra]``. The other parts of a list
+find their own weights (installed, or ``$AVSEARCH_<NAME>_WEIGHTS``).
 
 Loading is safe on a model directory from anywhere: weights are read from safetensors files only
 (never a pickle, which can run code; a pickle renamed ``.safetensors`` is refused by its header),
@@ -20,21 +36,48 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from avsearch.encoders.files import (
+    check_safetensors,
+    load_safetensors,
+    models_root,
+    sha256_file,
+)
 from avsearch.encoders.head_config import HeadConfig
-from avsearch.encoders.registry import BACKBONES, models_root
+from avsearch.encoders.registry import SEPARATOR, backbone_name
 from avsearch.errors import ModelError
 
 if TYPE_CHECKING:
-    from torch import Tensor, nn
+    from torch import nn
 
     from avsearch.encoders.heads import ProjectionHead
+
+__all__ = [
+    "CONFIG",
+    "FORMAT_VERSION",
+    "HEADS",
+    "HashCache",
+    "ModelConfig",
+    "TowerConfig",
+    "backbone_weights_path",
+    "check_safetensors",
+    "contained_weights_path",
+    "fingerprint",
+    "list_model_dirs",
+    "load_config",
+    "load_heads",
+    "load_safetensors",
+    "models_root",
+    "resolve_model_dir",
+    "save_model_dir",
+    "sha256_file",
+    "update_training_info",
+]
 
 FORMAT_VERSION = 1
 CONFIG = "config.yaml"
@@ -43,7 +86,7 @@ HEADS = "heads.safetensors"
 
 @dataclass(frozen=True)
 class TowerConfig:
-    backbone: str
+    backbone: str  # a registered name, or a composite's parts joined by "+" (a list in YAML)
     head: HeadConfig
     backbone_weights: str | None = None  # relative to the model dir; None = backbone default
     backbone_sha256: str | None = None
@@ -61,7 +104,12 @@ class ModelConfig:
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for modality in ("audio", "visual"):  # a composite is written as the list of its parts
+            name = out[modality]["backbone"]
+            if SEPARATOR in name:
+                out[modality]["backbone"] = name.split(SEPARATOR)
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: Path) -> ModelConfig:
@@ -71,7 +119,7 @@ class ModelConfig:
                 raise ModelError(f"{source}: model format {version} is newer than this avsearch")
             towers = {
                 m: TowerConfig(
-                    backbone=str(raw[m]["backbone"]),
+                    backbone=backbone_name(raw[m]["backbone"]),
                     head=HeadConfig(**raw[m]["head"]),
                     backbone_weights=raw[m].get("backbone_weights"),
                     backbone_sha256=raw[m].get("backbone_sha256"),
@@ -90,14 +138,6 @@ class ModelConfig:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: invalid model config ({exc!r})") from exc
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_model_dir(name_or_dir: str) -> Path:
@@ -174,44 +214,6 @@ def contained_weights_path(model_dir: Path, value: object, key: str) -> Path:
     return path
 
 
-_PICKLE_HINT = "model weights are read from safetensors only: a pickle can run code when loaded"
-
-
-def check_safetensors(path: Path, what: str) -> None:
-    """Refuse (ModelError) a file that is not safetensors, e.g. a pickle renamed to it.
-
-    Checks the format's frame: an 8-byte little-endian header length, then a JSON header
-    (``{...``) that fits in the file. Loading the tensors checks the rest.
-    """
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(9)
-            size = path.stat().st_size
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
-    if len(head) == 9:
-        (n,) = struct.unpack("<Q", head[:8])
-        if head[8:9] == b"{" and 2 <= n <= size - 8:
-            return
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
-        kind = "a pickle (a PyTorch checkpoint)"
-    else:
-        kind = "not a safetensors file"
-    raise ModelError(f"{path}: {what} is {kind}, not safetensors; refused", hint=_PICKLE_HINT)
-
-
-def load_safetensors(path: Path, what: str) -> dict[str, Tensor]:
-    """The tensors of a safetensors file; ModelError when it is missing, not safetensors, or
-    damaged."""
-    from safetensors.torch import load_file
-
-    check_safetensors(path, what)
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises SafetensorError and others for bad files
-        raise ModelError(f"{path}: cannot read {what}: {exc}", hint=_PICKLE_HINT) from exc
-
-
 def fingerprint(model_dir: Path, hashes: HashCache | None = None) -> str:
     """sha256 over config.yaml and every weights file in the directory, in name order.
 
@@ -264,13 +266,13 @@ class HashCache:
             tmp.unlink(missing_ok=True)
 
 
-def backbone_weights_path(model_dir: Path, tower: TowerConfig) -> Path | None:
-    """The tower's fine-tuned backbone file inside ``model_dir`` (checked: contained, and
-    safetensors by its header); None when the tower uses its backbone's installed weights."""
+def backbone_weights_path(model_dir: Path, tower: TowerConfig, modality: str) -> Path | None:
+    """The weights file the tower's ``backbone_weights`` names inside ``model_dir`` (checked:
+    contained, and safetensors by its header), for its backbone's primary part; None when the
+    tower uses its backbone's installed weights."""
     if tower.backbone_weights is None:
         return None
-    info = BACKBONES.get(tower.backbone)
-    key = f"{info.modality if info else tower.backbone}.backbone_weights"
+    key = f"{modality}.backbone_weights"
     path = contained_weights_path(model_dir, tower.backbone_weights, key)
     if not path.is_file():
         raise ModelError(f"{model_dir}: backbone weights {tower.backbone_weights!r} not found")

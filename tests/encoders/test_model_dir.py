@@ -74,10 +74,42 @@ def test_shipped_models_load(name: str, audio: str) -> None:
     assert cfg.name == name
     assert cfg.audio.backbone == audio and cfg.visual.backbone == "efficientnet-lite0"
     assert cfg.audio.head.in_dim == BACKBONES[audio].dim
+    assert BACKBONES[audio].parts == ("aisfx", audio.removeprefix("aisfx-"))
     assert cfg.training["script"].startswith("bench/train_default.py")
     # the backbone was chosen on held-out speakers; the figure travels with the model
     assert 0.0 < cfg.training["test_results"]["avdigits_loso_map_mean"] <= 1.0
     md.load_heads(path, cfg)
+
+
+def test_a_composite_tower_is_a_list_in_config_yaml(tmp_path: Path) -> None:
+    heads = {
+        "audio": ProjectionHead(HeadConfig(720, 4, 8, 0.0)),
+        "visual": ProjectionHead(HeadConfig(5, 4, 8, 0.0)),
+    }
+    config = md.ModelConfig(
+        name="both",
+        embedding_dim=4,
+        audio=md.TowerConfig("aisfx+cepstra", heads["audio"].cfg),
+        visual=md.TowerConfig("efficientnet-lite0", heads["visual"].cfg),
+    )
+    md.save_model_dir(tmp_path / "m", config, heads)  # type: ignore[arg-type]
+    text = (tmp_path / "m" / "config.yaml").read_text()
+    assert "backbone:\n  - aisfx\n  - cepstra\n" in text  # written as the list of its parts
+    assert "backbone: efficientnet-lite0\n" in text
+    assert md.load_config(tmp_path / "m") == config
+    # a list in a hand-written config, a one-item list, the registered name: all load
+    for value, want in (("[aisfx, words]", "aisfx+words"), ("[aisfx]", "aisfx"),
+                        ("aisfx-words", "aisfx-words")):  # fmt: skip
+        (tmp_path / "m" / "config.yaml").write_text(
+            text.replace("backbone:\n  - aisfx\n  - cepstra\n", f"backbone: {value}\n")
+        )
+        assert md.load_config(tmp_path / "m").audio.backbone == want
+    for bad in ("[]", "[aisfx, 3]", "[aisfx+words, soundnet]", "{a: b}"):
+        (tmp_path / "m" / "config.yaml").write_text(
+            text.replace("backbone:\n  - aisfx\n  - cepstra\n", f"backbone: {bad}\n")
+        )
+        with pytest.raises(ModelError, match="invalid model config"):
+            md.load_config(tmp_path / "m")
 
 
 # ------------------------------------------------------------------ safe loading
@@ -131,7 +163,7 @@ def test_a_symlink_leading_out_of_the_model_dir_is_refused(tmp_path: Path) -> No
         md.load_config(model)
     tower = md.TowerConfig("aisfx", HeadConfig(6, 4, 8, 0.0), "audio_backbone.safetensors")
     with pytest.raises(ModelError, match=r"audio.backbone_weights"):
-        md.backbone_weights_path(model, tower)  # checked again where the file is opened
+        md.backbone_weights_path(model, tower, "audio")  # checked again where the file is opened
 
 
 def test_a_weights_file_inside_the_model_dir_is_accepted(tmp_path: Path) -> None:
@@ -140,7 +172,7 @@ def test_a_weights_file_inside_the_model_dir_is_accepted(tmp_path: Path) -> None
     save_file({"x": torch.zeros(1)}, str(model / "sub" / "audio_backbone.safetensors"))
     cfg = md.load_config(model)
     assert (
-        md.backbone_weights_path(model, cfg.audio)
+        md.backbone_weights_path(model, cfg.audio, "audio")
         == (model / "sub" / "audio_backbone.safetensors").resolve()
     )
 
@@ -157,7 +189,7 @@ def test_a_pickle_disguised_as_safetensors_is_refused_unrun(tmp_path: Path) -> N
     torch.save({"w": torch.zeros(2)}, model / "audio_backbone.safetensors")
     tower = md.TowerConfig("aisfx", HeadConfig(6, 4, 8, 0.0), "audio_backbone.safetensors")
     with pytest.raises(ModelError, match="aisfx backbone weights is a pickle"):
-        md.backbone_weights_path(model, tower)
+        md.backbone_weights_path(model, tower, "audio")
     # junk with a plausible frame still fails inside safetensors: a ModelError, not a traceback
     (model / "heads.safetensors").write_bytes(struct.pack("<Q", 4) + b"{xx}")
     with pytest.raises(ModelError, match="cannot read projection heads"):

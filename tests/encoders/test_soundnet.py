@@ -17,7 +17,8 @@ from safetensors import safe_open
 from avsearch.encoders import soundnet as sn
 from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
 from avsearch.encoders.registry import BACKBONES, load_backbone
-from avsearch.encoders.words import resample
+from avsearch.encoders.resample import resample
+from avsearch.encoders.tower import AudioInput
 from avsearch.errors import ModelError
 from tests.conftest import shared_path
 
@@ -335,16 +336,17 @@ def random_backbone() -> sn.SoundNetBackbone:
 
 def test_backbone_attributes_and_shapes(random_backbone: sn.SoundNetBackbone) -> None:
     b = random_backbone
-    assert (b.name, b.modality, b.dim, b.sample_rate) == ("soundnet", "audio", 2425, 44_100)
+    assert (b.name, b.modality, b.dim) == ("soundnet", "audio", 2425)
+    assert b.input == AudioInput(44_100, WINDOW_SAMPLES) == BACKBONES["soundnet"].input
     x = 0.1 * np.random.default_rng(0).standard_normal((3, WINDOW_SAMPLES)).astype(np.float32)
-    feats = b.embed(x)
+    feats = b.features(x)
     assert feats.shape == (3, 2425) and feats.dtype == np.float32
     with torch.inference_mode():
         np.testing.assert_allclose(b(torch.from_numpy(x)).numpy(), feats, atol=1e-5)
     np.testing.assert_allclose(feats[:, sn.OBJECTS].sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(feats[:, sn.SCENES].sum(1), 1, atol=1e-5)
-    assert b.embed(np.zeros((0, WINDOW_SAMPLES), np.float32)).shape == (0, 2425)
-    assert b.embed(np.zeros((2, 0), np.float32)).shape == (2, 2425)
+    assert b.features(np.zeros((0, WINDOW_SAMPLES), np.float32)).shape == (0, 2425)
+    assert b.features(np.zeros((2, 0), np.float32)).shape == (2, 2425)
 
 
 def test_trailing_zeros_are_window_padding(random_backbone: sn.SoundNetBackbone) -> None:
@@ -355,7 +357,7 @@ def test_trailing_zeros_are_window_padding(random_backbone: sn.SoundNetBackbone)
     rows[:, : len(clip)] = clip
     short = np.zeros(40_000, np.float32)
     short[: len(clip)] = clip
-    a, b = random_backbone.embed(short), random_backbone.embed(rows)
+    a, b = random_backbone.features(short), random_backbone.features(rows)
     np.testing.assert_allclose(a[0], b[0], atol=1e-5)
     np.testing.assert_allclose(b[0], b[1], atol=0)
     silent_tail = random_backbone.prepare(rows[:1])[0]
@@ -394,9 +396,10 @@ def test_load_backbone_by_name_reads_no_pickle(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(torch, "load", refuse)
     b = load_backbone("soundnet")
     assert isinstance(b, sn.SoundNetBackbone) and not b.training
-    assert BACKBONES["soundnet"].default_weights() == SHIPPED
+    default = BACKBONES["soundnet"].default_weights
+    assert default is not None and default() == SHIPPED
     assert all(not p.requires_grad for p in b.parameters())
-    assert b.embed(np.zeros((1, 4410), np.float32)).shape == (1, 2425)
+    assert b.features(np.zeros((1, 4410), np.float32)).shape == (1, 2425)
 
 
 @needs_shipped
@@ -413,7 +416,7 @@ def test_edge_inputs_give_finite_features(shipped: sn.SoundNetBackbone) -> None:
         "1 s": first_window(0.3 * np.sin(2 * np.pi * 440 * t[:SAMPLE_RATE])),
         "0.05 s": first_window(0.3 * np.sin(2 * np.pi * 440 * t[: SAMPLE_RATE // 20])),
     }
-    feats = shipped.embed(np.stack(list(rows.values())))
+    feats = shipped.features(np.stack(list(rows.values())))
     assert np.isfinite(feats).all()
     np.testing.assert_allclose(feats[:, sn.OBJECTS].sum(1), 1, atol=1e-4)
     np.testing.assert_allclose(feats[:, sn.SCENES].sum(1), 1, atol=1e-4)
@@ -441,8 +444,8 @@ def test_dog_barks_put_mass_on_dog_classes(shipped: sn.SoundNetBackbone) -> None
         shared_path("data", "natural", "crow", "sonicpi-misc_crow.flac"),
         shared_path("data", "farm", "sounds", "chickens.ogg"),
     ]
-    dog = _dog_mass(shipped.embed(np.stack([first_window(load_wave(p)) for p in barks])))
-    other = _dog_mass(shipped.embed(np.stack([first_window(load_wave(p)) for p in others])))
+    dog = _dog_mass(shipped.features(np.stack([first_window(load_wave(p)) for p in barks])))
+    other = _dog_mass(shipped.features(np.stack([first_window(load_wave(p)) for p in others])))
     # measured: barks 0.59, 0.59, 0.54; car engine 0.02, crow 0.07, chickens 0.09
     assert dog.min() > 3 * UNIFORM_DOG
     assert dog.min() > 4 * other.max()
@@ -479,7 +482,7 @@ def test_reversed_kernels_lose_the_dog_signal(shipped: sn.SoundNetBackbone) -> N
 @needs_shipped
 def test_whole_file_pooling_agrees_with_the_window(shipped: sn.SoundNetBackbone) -> None:
     wave = load_wave(shared_path("data", "farm", "sounds", "dog.ogg"))
-    window = shipped.embed(first_window(wave))[0]
+    window = shipped.features(first_window(wave))[0]
     out = sn.file_outputs(shipped.net, sn.to_soundnet_rate(wave, SAMPLE_RATE))
     pooled = sn.pool_windows(out, [0.0], WINDOW_SAMPLES / SAMPLE_RATE)[0]
 

@@ -1,5 +1,5 @@
-"""Tests for avsearch.encoders.words: the word model's front-end (resampling, crop, log
-filterbank), its loader (pinned file, clear errors) and the aisfx-words backbone."""
+"""Tests for avsearch.encoders.words: the word model's front-end (crop, log filterbank), its
+loader (pinned file, clear errors) and the ``words`` tower beside aisfx."""
 
 from __future__ import annotations
 
@@ -8,58 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from avsearch.encoders import words as w
 from avsearch.encoders.registry import BACKBONES, load_backbone
-from avsearch.errors import ModelError, UsageError
+from avsearch.errors import ModelError
 from avsearch.train.config import AUDIO_BACKBONES, TrainConfig
 
-REPO = Path(__file__).resolve().parents[2]
-AISFX_WEIGHTS = REPO / "models" / "backbones" / "aisfx" / "model.safetensors"
 needs_words = pytest.mark.skipif(
     not w.words_weights_path().is_file(),
     reason="the word model is not installed: pip install --no-deps EfficientWord-Net==1.0.5",
 )
-needs_aisfx = pytest.mark.skipif(not AISFX_WEIGHTS.is_file(), reason=f"{AISFX_WEIGHTS} missing")
-
-
-def test_resample_keeps_a_tone_and_exact_zeros() -> None:
-    t = np.arange(44_100) / 44_100
-    out = w.resample(np.sin(2 * np.pi * 440 * t)[None], 44_100, 16_000)
-    assert out.shape == (1, 16_000)
-    want = np.sin(2 * np.pi * 440 * np.arange(16_000) / 16_000)
-    np.testing.assert_allclose(out[0, 100:-100], want[100:-100], atol=1e-4)
-    # above the new Nyquist frequency: filtered out, not aliased
-    high = w.resample(np.sin(2 * np.pi * 10_000 * t)[None], 44_100, 16_000)
-    assert np.abs(high[0, 100:-100]).max() < 1e-3
-    # a burst followed by padding: the padding stays exactly zero past the filter's reach
-    burst = np.zeros((1, 102_400))
-    burst[0, 1_000:9_000] = 1.0
-    padded = w.resample(burst, 44_100, 16_000)
-    assert padded.shape == (1, 37_152)
-    assert np.all(padded[0, 9_000 * 16_000 // 44_100 + 20 :] == 0.0)
-
-
-@pytest.mark.parametrize(
-    ("rate_in", "rate_out", "n"), [(44_100, 16_000, 3_000), (8_000, 16_000, 500)]
-)
-def test_resample_is_the_windowed_sinc_sum(rate_in: int, rate_out: int, n: int) -> None:
-    """The polyphase computation equals the filter written out, one output sample at a time."""
-    x = np.random.default_rng(2).standard_normal((2, n))
-    ratio = rate_out / rate_in
-    cutoff = min(1.0, ratio) * w.ROLLOFF
-    half = int(np.ceil(w.SINC_ZEROS / cutoff))
-    got = w.resample(x, rate_in, rate_out)
-    assert got.shape == (2, round(n * ratio))
-    for k in range(0, got.shape[1], 7):
-        pos = k / ratio
-        idx = np.arange(int(np.floor(pos)) - half + 1, int(np.floor(pos)) + half + 1)
-        d = pos - idx
-        kern = cutoff * np.sinc(cutoff * d) * (0.5 + 0.5 * np.cos(np.pi * d / half))
-        kern[(np.abs(d) >= half) | (idx < 0) | (idx >= n)] = 0.0
-        want = x[:, np.clip(idx, 0, n - 1)] @ kern
-        np.testing.assert_allclose(got[:, k], want, atol=1e-12)
 
 
 def test_centre_crop_centres_the_energy() -> None:
@@ -136,14 +94,12 @@ def test_missing_or_foreign_weights_are_clear_errors(
         w.WordModel()
 
 
-def test_registry_and_config_agree() -> None:
-    assert "aisfx-words" in AUDIO_BACKBONES
-    assert BACKBONES["aisfx-words"].dim == w.AisfxWordsBackbone.dim == 512 + 2048
-    TrainConfig(audio_backbone="aisfx-words", finetune="visual")
-    with pytest.raises(UsageError, match="cannot be fine-tuned"):
-        TrainConfig(audio_backbone="aisfx-words", finetune="audio")
-    with pytest.raises(UsageError, match="cannot be fine-tuned"):
-        TrainConfig(audio_backbone="aisfx-words", finetune="both")
+def test_registry_and_training_agree() -> None:
+    assert {"words", "aisfx-words"} <= set(AUDIO_BACKBONES)
+    assert BACKBONES["words"].dim == w.WordsTower.dim == w.WORDS_DIM == 2048
+    assert BACKBONES["aisfx-words"].dim == 512 + 2048
+    assert BACKBONES["words"].pinned_sha256 == w.ONNX_SHA256
+    assert TrainConfig(audio_backbone="aisfx-words").audio_backbone == "aisfx-words"
 
 
 @needs_words
@@ -156,22 +112,23 @@ def test_word_model_is_deterministic_unit_and_speaker_robust_on_a_tone_pair() ->
     waves[0, 20_000:60_000] = chirp
     waves[1, 50_000:90_000] = chirp * 0.3  # the same sound later and quieter
     waves[2] = rng.standard_normal(102_400) * 0.1
-    a = model.embed_windows(waves)
+    a = model.embed_windows(waves, 44_100)
     assert a.shape == (3, 2048) and a.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(a, model.embed_windows(waves))
+    np.testing.assert_array_equal(a, model.embed_windows(waves, 44_100))
     # where the sound sits and how loud it is barely matter; what it is does
     assert a[0] @ a[1] > 0.9 > a[0] @ a[2]
 
 
 @needs_words
-@needs_aisfx
-def test_aisfx_words_backbone_puts_aisfx_first() -> None:
-    plain, both = load_backbone("aisfx"), load_backbone("aisfx-words")
+def test_words_tower_embeds_each_window_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    tower = load_backbone("words")
+    assert isinstance(tower, w.WordsTower) and tower.input == BACKBONES["words"].input
     rng = np.random.default_rng(1)
-    waves = torch.from_numpy((rng.standard_normal((2, 102_400)) * 0.1).astype(np.float32))
-    with torch.inference_mode():
-        a, b = plain(waves), both(waves)
-    assert b.shape == (2, 2560)
-    torch.testing.assert_close(b[:, :512], a, rtol=0, atol=0)
-    torch.testing.assert_close(b[:, 512:].norm(dim=1), torch.ones(2))
+    waves = (rng.standard_normal((3, 102_400)) * 0.1).astype(np.float32)
+    whole = tower.features(waves)
+    assert whole.shape == (3, 2048) and whole.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)
+    monkeypatch.setattr(w, "WORDS_CHUNK", 2)
+    np.testing.assert_array_equal(tower.features(waves), whole)
+    assert tower.features(np.zeros((0, 102_400), np.float32)).shape == (0, 2048)

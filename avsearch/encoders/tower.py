@@ -1,0 +1,89 @@
+"""The tower contract: what every backbone declares and does.
+
+A tower turns a batch of decoded media into raw features ``float32 [B, dim]``. It declares its
+input, and the rest of avsearch decodes to it:
+
+- an audio tower takes mono float32 windows ``[B, window_samples]`` at ``sample_rate``
+  (:class:`AudioInput`); its native window is what ``embed`` cuts files into by default. A
+  shorter row is a clip's padded or short last window; the tower pads it as it needs;
+- an image tower takes square RGB images ``uint8 [B, size, size, 3]`` (:class:`ImageInput`),
+  cut from each picture or frame by :func:`avsearch.media.image.square_rgb`.
+
+Everything else belongs to the tower: normalisation, log-mel or other front-ends, resampling to
+its network's own rate, chunking, inference mode. Every tower is batched. Towers are frozen:
+they compute features and are never trained here.
+
+Towers are built by name from :mod:`avsearch.encoders.registry`; a model's ``config.yaml`` may
+name several of one modality, which the registry concatenates
+(:class:`avsearch.encoders.composite.CompositeTower`). This module imports neither torch nor
+any tower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["MODALITIES", "AudioInput", "ImageInput", "Modality", "Tower", "TowerInput"]
+
+Modality = Literal["audio", "visual"]
+MODALITIES: tuple[Modality, ...] = ("audio", "visual")
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """Mono float32 windows ``[B, window_samples]`` at ``sample_rate`` Hz."""
+
+    sample_rate: int
+    window_samples: int
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.window_samples <= 0:
+            raise ValueError(f"sample rate and window must be positive: {self}")
+
+    @property
+    def seconds(self) -> float:
+        return self.window_samples / self.sample_rate
+
+    def describe(self) -> str:
+        """``44.1 kHz, 2.322 s``."""
+        return f"{self.sample_rate / 1000:g} kHz, {self.seconds:.3f} s"
+
+    def to_json(self) -> dict[str, int]:
+        return {"sample_rate": self.sample_rate, "window_samples": self.window_samples}
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """Square RGB images ``uint8 [B, size, size, 3]``."""
+
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.size <= 0:
+            raise ValueError(f"image size must be positive: {self}")
+
+    def describe(self) -> str:
+        return f"{self.size}x{self.size} RGB"
+
+    def to_json(self) -> dict[str, int]:
+        return {"image_size": self.size}
+
+
+TowerInput = AudioInput | ImageInput
+
+
+@runtime_checkable
+class Tower(Protocol):
+    """A frozen backbone: ``features`` maps a batch of its declared input to ``[B, dim]``."""
+
+    name: str
+    modality: str  # "audio" or "visual"
+    dim: int
+    input: TowerInput
+
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` as :attr:`input` declares it -> ``float32 [len(batch), dim]``."""
+        ...
