@@ -96,6 +96,24 @@ class SchemaError(IndexStoreError):
     exit_code = 3
 
 
+class WindowMismatchError(IndexStoreError):
+    """The index was cut into windows of another length (or shortest tail) than asked for."""
+
+    exit_code = 3
+
+    def __init__(self, index_dir: Path, index_window: str, wanted: str, seconds: float) -> None:
+        super().__init__(
+            f"the index at {index_dir} holds windows of {index_window}, not {wanted}; "
+            "windows of different lengths are never mixed in one index",
+            hint=(
+                "embed without --window to add to it with its own windows, or rebuild it with "
+                f"`avsearch embed PATH --window {seconds:g} --rebuild`"
+            ),
+        )
+        self.index_window = index_window
+        self.wanted = wanted
+
+
 class EmptyIndexError(IndexStoreError):
     exit_code = 3
 

@@ -1,7 +1,9 @@
 """query: encode a sound, an image or a moment of a video; search the other modality.
 
-A query made of several windows (a long clip, or a video range) is the normalised mean of its
-window vectors. Hits are grouped one per file (its best segment) unless raw segments are asked.
+The query is read by the reader stage (a range after a seek to it, in the index's windows) and
+mapped by the mapper stage in batches. A query made of several windows (a long clip, or a video
+range) is the normalised mean of its window vectors. Hits are grouped one per file (its best
+segment) unless raw segments are asked.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from avsearch.errors import (
     NoAudioError,
     UsageError,
 )
-from avsearch.media.decode import decode_query
 from avsearch.media.discover import media_kind
 from avsearch.media.paths import path_fields
+from avsearch.media.segment import WindowSpec
+from avsearch.stages.mapper import Mapped, Mapper
+from avsearch.stages.reader import range_pieces
 from avsearch.store.index import IndexStore
 
 log = logging.getLogger(__name__)
+
+QUERY_BATCH = 32  # windows per tower call
 
 
 @dataclass(frozen=True)
@@ -102,11 +108,24 @@ def load_index_model(store: IndexStore, wanted: str | None) -> AVModel:
 
 
 def encode_query(
-    model: AVModel, path: Path, kind: str, modality: str, cfg: QueryConfig
+    model: AVModel,
+    path: Path,
+    kind: str,
+    modality: str,
+    cfg: QueryConfig,
+    spec: WindowSpec | None = None,
 ) -> np.ndarray:
-    spec = model.window_spec()
+    """The query vector of ``path`` cut into ``spec``'s windows (the index's; default: the
+    model's)."""
+    spec = spec or model.window_spec()
+    mapped: list[Mapped] = []
+    mapper = Mapper(model, QUERY_BATCH, lambda _, m: mapped.append(m))
+    read = 0
     try:
-        pieces = decode_query(path, kind, spec, cfg.start, cfg.end, modality, model.image_size)  # type: ignore[arg-type]
+        for piece in range_pieces(path, kind, spec, cfg.start, cfg.end, modality, model.image_size):
+            mapper.add(0, piece)
+            read += 1
+        mapper.flush()
     except NoAudioError as exc:
         if kind == "video":
             raise MediaError(
@@ -116,20 +135,18 @@ def encode_query(
             ) from exc
         raise
     span = "" if cfg.start is None and cfg.end is None else f" in [{cfg.start}, {cfg.end})"
-    if not pieces:  # (a video without sound raised NoAudioError above)
+    if not read:  # (a video without sound raised NoAudioError above)
         what = "audio" if modality == "audio" else "frames"
         raise MediaError(path, f"no {what} to query with{span}")
-    heard = [p for p in pieces if not p.silent]
-    if not heard:
+    if all(m.silent for m in mapped):
         raise SilentQuery(
             f"the query's sound{span} is digital silence (peak below -120 dBFS): there is "
             "nothing in it to match"
         )
-    vecs = model.embed(modality, np.stack([p.data for p in heard]))
-    vecs = vecs[np.all(np.isfinite(vecs), axis=1)]
-    if not len(vecs):
+    vecs = [m.vector for m in mapped if m.vector is not None and np.all(np.isfinite(m.vector))]
+    if not vecs:
         raise MediaError(path, f"the model gave no finite vector for this query{span}")
-    mean = vecs.mean(axis=0)
+    mean = np.mean(vecs, axis=0)
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)[None, :]
 
 
@@ -164,7 +181,7 @@ def run_query(
                 else "embed some sounds or videos",
             )
         try:
-            qvec = encode_query(model, file.resolve(), kind, q_modality, cfg)
+            qvec = encode_query(model, file.resolve(), kind, q_modality, cfg, store.window())
         except SilentQuery as silent:
             return QueryResult(
                 str(file), q_modality, target, model.name, not cfg.segments, [], str(silent)

@@ -15,6 +15,7 @@ from avsearch.media.decode import WindowSpec
 from avsearch.media.discover import MediaFile, content_hash, discover
 from avsearch.media.paths import display_path, path_from_b64
 from avsearch.pipeline import Failure, plan, run_embed
+from avsearch.stages import reader
 from avsearch.store.manifest import Manifest
 
 
@@ -149,14 +150,14 @@ def test_an_unreadable_file_is_a_failure(tmp_path: Path, monkeypatch: pytest.Mon
     m = _manifest(tmp_path)
     _file(root / "a.wav", b"a" * 10)
     locked = _file(root / "locked.wav", b"b" * 10)
-    real_hash = pipeline.content_hash
+    real_hash = reader.content_hash
 
     def denying(path: Path) -> str:  # (tests may run as root, where chmod 000 still reads)
         if path == locked:
             raise PermissionError(13, "Permission denied", str(path))
         return real_hash(path)
 
-    monkeypatch.setattr(pipeline, "content_hash", denying)
+    monkeypatch.setattr(reader, "content_hash", denying)  # (plan is the reader stage's)
     result = plan(m, discover([root]), [root])
     assert [j.file.path.name for j in result.jobs] == ["a.wav"]
     assert result.failures == [Failure(str(locked), "permission denied: cannot read it")]

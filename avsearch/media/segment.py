@@ -16,6 +16,31 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class WindowSpec:
+    """A window of ``samples`` audio samples at ``sample_rate`` (the audio backbone's rate); a
+    trailing part shorter than ``min_tail`` seconds is dropped unless it is the whole clip."""
+
+    samples: int
+    sample_rate: int
+    min_tail: float = 0.5
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    @classmethod
+    def from_seconds(cls, seconds: float, sample_rate: int, min_tail: float = 0.5) -> WindowSpec:
+        return cls(round(seconds * sample_rate), sample_rate, min_tail)
+
+    def describe(self) -> str:
+        """E.g. ``2.322 s (102400 samples at 44100 Hz, tails from 0.5 s kept)``."""
+        return (
+            f"{self.seconds:.3f} s ({self.samples} samples at {self.sample_rate} Hz, "
+            f"tails from {self.min_tail:g} s kept)"
+        )
+
+
+@dataclass(frozen=True)
 class Window:
     index: int
     start: float

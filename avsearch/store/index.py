@@ -2,7 +2,8 @@
 
 Layout of an index directory (default ``./.avsearch``)::
 
-    manifest.sqlite      files, segments, vectors, schema version, model name + fingerprint
+    manifest.sqlite      files, segments, vectors, schema version, model name + fingerprint,
+                         window (samples, rate, shortest tail kept)
     audio.faiss          FAISS index of audio segment vectors (ids = segment ids)
     visual.faiss         FAISS index of visual segment vectors
     vectors.json         per FAISS file: generation, count, dim, type, byte size, sha256
@@ -35,8 +36,10 @@ from avsearch.errors import (
     NoIndexError,
     SchemaError,
     UsageError,
+    WindowMismatchError,
 )
 from avsearch.media.paths import display_path
+from avsearch.media.segment import WindowSpec
 from avsearch.store import vectors as vx
 from avsearch.store.lock import WriterLock, writer_active
 from avsearch.store.manifest import Manifest
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.sqlite"
 SIDECAR = "vectors.json"
 MODALITIES = ("audio", "visual")
+WINDOW_KEYS = ("window_samples", "window_rate", "window_min_tail")  # meta: the index's window
 
 
 def not_a_folder_error(root: Path) -> UsageError:
@@ -152,6 +156,7 @@ class IndexStore:
                             stamp.name,
                         )
                         manifest.clear()
+                    manifest.delete_meta(*WINDOW_KEYS)  # (the run records its own)
                     manifest.set_meta("model_name", model.name)
                     manifest.set_meta("model_fingerprint", model.fingerprint)
                     manifest.set_meta("dim", str(model.dim))
@@ -221,6 +226,37 @@ class IndexStore:
         stamp = self.model_stamp()
         assert stamp is not None
         return stamp.dim
+
+    def window(self) -> WindowSpec | None:
+        """The window the index's files were cut into; None when not recorded (an index from
+        before windows were, or a new one before its first embed)."""
+        raw = [self.manifest.get_meta(k) for k in WINDOW_KEYS]
+        if None in raw:
+            return None
+        try:
+            return WindowSpec(int(raw[0] or ""), int(raw[1] or ""), float(raw[2] or ""))
+        except ValueError:
+            raise IndexCorruptError(
+                f"{self.manifest.path} has an unreadable window {raw!r} (meta.window_*)"
+            ) from None
+
+    def record_window(self, spec: WindowSpec) -> None:
+        with self.manifest.transaction():
+            for key, value in zip(
+                WINDOW_KEYS, (spec.samples, spec.sample_rate, spec.min_tail), strict=True
+            ):
+                self.manifest.set_meta(key, str(value))
+
+    def check_window(self, seconds: float | None, min_tail: float) -> WindowSpec:
+        """The index's window, when a run asking for windows of ``seconds`` (None: the index's)
+        and ``min_tail`` may add to it; else WindowMismatchError naming both."""
+        have = self.window()
+        assert have is not None
+        samples = have.samples if seconds is None else round(seconds * have.sample_rate)
+        if (samples, min_tail) != (have.samples, have.min_tail):
+            wanted = WindowSpec(samples, have.sample_rate, min_tail)
+            raise WindowMismatchError(self.root, have.describe(), wanted.describe(), wanted.seconds)
+        return have
 
     # ------------------------------------------------------------------------------- vectors
     def faiss_path(self, modality: str) -> Path:

@@ -334,6 +334,9 @@ class Manifest:
             (key, value),
         )
 
+    def delete_meta(self, *keys: str) -> None:
+        self.conn.executemany("DELETE FROM meta WHERE key=?", [(k,) for k in keys])
+
     @property
     def generation(self) -> int:
         raw = self.get_meta("generation")
