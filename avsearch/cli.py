@@ -110,7 +110,8 @@ def embed(
     paths: Annotated[list[Path], typer.Argument(help="Folders or files to index.")],
     model: Annotated[str | None, typer.Option(help="Model name or directory [default].")] = None,
     window: Annotated[
-        float | None, typer.Option(help="Window length in seconds [audio backbone's ≈2.32 s].")
+        float | None,
+        typer.Option(help="Window length in seconds [the index's; new: audio backbone's ≈2.32 s]."),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
@@ -244,9 +245,10 @@ def _short(path: str) -> str:
 # ------------------------------------------------------------------------------------ others
 @app.command()
 def models(ctx: typer.Context) -> None:
-    """List shipped models and known backbones."""
+    """List shipped models and the registered backbones (dimension, input, weight licence,
+    whether their weights are installed)."""
     from avsearch.encoders.model_dir import list_model_dirs, load_config
-    from avsearch.encoders.registry import BACKBONES
+    from avsearch.encoders.registry import catalogue
 
     st = _state(ctx)
     rows = []
@@ -266,10 +268,7 @@ def models(ctx: typer.Context) -> None:
                 "description": c.description,
             }
         )
-    backbones = [
-        {"name": b.name, "modality": b.modality, "dim": b.dim, "description": b.description}
-        for b in BACKBONES.values()
-    ]
+    backbones = catalogue()
     if st.json:
         _emit_json({"models": rows, "backbones": backbones})
         return
@@ -281,10 +280,20 @@ def models(ctx: typer.Context) -> None:
         t.add_row(r["name"], str(r["dim"]), r["audio"], r["visual"], r["description"])
     out.print(t)
     b = Table(title="backbones", title_justify="left")
-    for col in ("name", "modality", "dim", "description"):
+    for col in ("name", "modality", "dim", "input", "licence", "weights", "description"):
         b.add_column(col)
     for r in backbones:
-        b.add_row(r["name"], r["modality"], str(r["dim"]), r["description"])
+        missing = [w["backbone"] for w in r["weights"] if not w["present"]]
+        weights = "none needed" if not r["weights"] else "missing: " + ", ".join(missing)
+        b.add_row(
+            r["name"],
+            r["modality"],
+            str(r["dim"]),
+            r["input_text"],
+            r["licence"],
+            "present" if r["weights"] and not missing else weights,
+            (f"= {' + '.join(r['parts'])}: " if r["parts"] else "") + r["description"],
+        )
     out.print(b)
 
 
@@ -396,155 +405,123 @@ def train_cmd(
         list[Path] | None, typer.Argument(help="Media folders (media mode).", show_default=False)
     ] = None,
     labeled_ratio: Annotated[
-        float, typer.Option("--labeled-ratio", help="Share of pairs whose labels are kept.")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--labeled-ratio",
+            help="Share of the labeled pairs whose labels are kept, 0..1 (0: infonce only) [1].",
+        ),
+    ] = None,
     labels: Annotated[
-        Path | None, typer.Option("--labels", help="CSV path,label [parent folder names].")
+        str | None, typer.Option("--labels", help="CSV path,label [parent folder names].")
     ] = None,
     features: Annotated[
-        Path | None, typer.Option("--features", help="HDF5 feature file (feature mode).")
+        str | None, typer.Option("--features", help="HDF5 feature file (feature mode).")
     ] = None,
-    method: Annotated[str, typer.Option(help="psd | triplet | supervised.")] = "psd",
-    epochs: Annotated[int | None, typer.Option(help="Epochs [50].")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size [128].")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="psd | triplet | supervised | infonce [psd].")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs [50; infonce 40].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size [128; infonce 256].")] = None,
     dim: Annotated[int | None, typer.Option(help="Embedding dimension [128].")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of label hiding, pairing and training.")] = 0,
-    out: Annotated[Path, typer.Option(help="Model directory to write.")] = Path("avsearch-model"),
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of label hiding, pairing and training [0].")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Model directory to write [avsearch-model].")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
-    no_soft: Annotated[bool, typer.Option("--no-soft", help="Ablate soft triplets.")] = False,
-    no_distill: Annotated[bool, typer.Option("--no-distill", help="Ablate the KL.")] = False,
-    no_dis: Annotated[bool, typer.Option("--no-dis", help="Ablate l_dis.")] = False,
+    no_soft: Annotated[
+        bool | None, typer.Option("--no-soft", help="psd: ablate soft triplets.")
+    ] = None,
+    no_distill: Annotated[
+        bool | None, typer.Option("--no-distill", help="psd: ablate the KL.")
+    ] = None,
+    no_dis: Annotated[bool | None, typer.Option("--no-dis", help="psd: ablate l_dis.")] = None,
     no_progressive: Annotated[
-        bool, typer.Option("--no-progressive", help="Constant labeled share.")
-    ] = False,
+        bool | None, typer.Option("--no-progressive", help="psd: constant labeled share.")
+    ] = None,
     dis_mode: Annotated[
-        str | None, typer.Option(help="decorrelation | paired [decorrelation].")
+        str | None, typer.Option(help="psd: decorrelation | paired [decorrelation].")
     ] = None,
-    teacher: Annotated[str | None, typer.Option(help="ema | snapshot [ema].")] = None,
-    finetune: Annotated[
-        str | None,
-        typer.Option(help="Fine-tune backbones (media mode): none | audio | visual | both [none]."),
-    ] = None,
-    unfreeze_blocks: Annotated[
-        int | None,
-        typer.Option(
-            help="Last N blocks of each fine-tuned backbone (aisfx has 4, EfficientNet-Lite0 "
-            "18) [1]."
-        ),
-    ] = None,
-    bn: Annotated[
-        str | None, typer.Option(help="BatchNorm of the unfrozen blocks: frozen | train [frozen].")
-    ] = None,
-    backbone_lr_scale: Annotated[
-        float | None,
-        typer.Option(help="Backbone learning rate as a multiple of the heads' [0.1]."),
-    ] = None,
-    finetune_epochs: Annotated[
-        int | None,
-        typer.Option(help="Epochs of the second stage, backbone tails + heads [3]."),
-    ] = None,
-    keep_heads: Annotated[
-        bool | None,
-        typer.Option(
-            "--keep-better-heads/--always-finetune",
-            help="Keep the heads-only model (pretrained backbones) when no fine-tuning epoch "
-            "beats it on validation [keep].",
-        ),
-    ] = None,
+    teacher: Annotated[str | None, typer.Option(help="psd: ema | snapshot [ema].")] = None,
     augment: Annotated[
         bool | None,
         typer.Option(
             "--augment/--no-augment",
-            help="Seeded waveform and image augmentation (media mode) [off].",
+            help="Media mode: train on views of each item through the frozen backbones (as "
+            "decoded + augmented copies) [off].",
         ),
     ] = None,
     views: Annotated[
         int | None,
-        typer.Option(help="Views per item with --augment: as decoded + V-1 augmented [4]."),
+        typer.Option(help="Views per item with --augment: as decoded + V-1 augmented [3]."),
     ] = None,
     audio_backbone: Annotated[
         str | None,
         typer.Option(
             help="Audio backbone (media mode): aisfx-words (aisfx + the EfficientWord-Net "
             "spoken-word embedding; the default model's, by far the best for speech across "
-            "voices; cannot be fine-tuned) | aisfx-cepstra (aisfx + an order-keeping cepstral "
-            "template) | aisfx [aisfx-words; aisfx-cepstra with --finetune audio|both]."
+            "voices) | aisfx-cepstra (aisfx + an order-keeping cepstral template) | aisfx "
+            "[aisfx-words]."
         ),
     ] = None,
 ) -> None:
-    """Train projection heads: cross-modal triplet + progressive self-distillation; optionally
-    fine-tune the last blocks of the backbones too (--finetune)."""
-    from avsearch.errors import UsageError
-    from avsearch.train import for_method
-    from avsearch.train.config import media_audio_backbone
+    """Train projection heads on frozen backbones: progressive self-distillation (psd),
+    triplet, supervised, or cross-modal InfoNCE (infonce, the default model's recipe)."""
+    from avsearch.train.options import plan_train
     from avsearch.train.run import run_train_features, run_train_media
 
     st = _state(ctx)
-    overrides: dict[str, Any] = {"labeled_ratio": labeled_ratio, "seed": seed}
-    for key, value in (
-        ("epochs", epochs),
-        ("batch_size", batch_size),
-        ("dim", dim),
-        ("dis_mode", dis_mode),
-        ("teacher", teacher),
-        ("finetune", finetune),
-        ("unfreeze_blocks", unfreeze_blocks),
-        ("bn_mode", bn),
-        ("backbone_lr_scale", backbone_lr_scale),
-        ("finetune_epochs", finetune_epochs),
-        ("keep_better_heads", keep_heads),
-        ("augment", augment),
-        ("views", views),
-        ("audio_backbone", audio_backbone),
-    ):
-        if value is not None:
-            overrides[key] = value
-    if audio_backbone is None:  # (feature mode ignores it)
-        overrides["audio_backbone"] = media_audio_backbone(finetune)
-    if method == "psd":
-        overrides.update(
-            {
-                k: False
-                for k, off in (
-                    ("use_cross_soft", no_soft),
-                    ("use_distill", no_distill),
-                    ("use_dis", no_dis),
-                    ("progressive", no_progressive),
-                )
-                if off
-            }
-        )
+    flags: dict[str, Any] = {
+        "method": method,
+        "labeled_ratio": labeled_ratio,
+        "labels": labels,
+        "features": features,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "dim": dim,
+        "seed": seed,
+        "out": out,
+        "no_soft": no_soft,
+        "no_distill": no_distill,
+        "no_dis": no_dis,
+        "no_progressive": no_progressive,
+        "dis_mode": dis_mode,
+        "teacher": teacher,
+        "augment": augment,
+        "views": views,
+        "audio_backbone": audio_backbone,
+    }
     try:
-        if not paths and features is None:
-            raise UsageError("give media folders or --features FILE.h5")
-        if paths and features is not None:
-            raise UsageError("give media folders or --features, not both")
-        if features is not None and audio_backbone is not None:
-            raise UsageError(
-                "--audio-backbone applies to media folders; a feature file already holds "
-                "its backbone's features"
-            )
-        if bn is not None and bn not in ("frozen", "train"):
-            raise UsageError(f"--bn must be one of frozen, train, got {bn!r}")
-        _check_option_pairs(finetune, augment, unfreeze_blocks, bn, backbone_lr_scale,
-                            finetune_epochs, keep_heads, views)  # fmt: skip
-        cfg = for_method(method, **overrides)
-        tails = cfg.finetune_epochs if cfg.finetuned else None
-        with TrainProgress(
-            stderr, enabled=not st.quiet, epochs=cfg.epochs, tail_epochs=tails
-        ) as progress:
-            if features is not None:
+        file_values = cfgmod.section(st.file_config, "train")
+        options = cfgmod.build(cfgmod.TrainOptions, file_values, flags)
+        given = {k for k, v in (*file_values.items(), *flags.items()) if v is not None}
+        plan = plan_train(
+            [str(p) for p in paths or []],
+            options,
+            given,
+            lambda key: cfgmod.option_name(key, file_values, flags),
+        )
+        cfg, model_dir = plan.cfg, Path(options.out)
+        with TrainProgress(stderr, enabled=not st.quiet, epochs=cfg.epochs) as progress:
+            if plan.mode == "features":
                 summary = run_train_features(
-                    features, out, cfg, resume=resume, epoch_progress=progress.epoch
+                    Path(str(options.features)),
+                    model_dir,
+                    cfg,
+                    resume=resume,
+                    command=plan.command,
+                    epoch_progress=progress.epoch,
                 )
             else:
                 summary = run_train_media(
                     list(paths or []),
                     st.index,
-                    out,
+                    model_dir,
                     cfg,
-                    labels_csv=labels,
+                    labels_csv=None if options.labels is None else Path(options.labels),
                     resume=resume,
+                    command=plan.command,
                     file_progress=progress.file,
                     epoch_progress=progress.epoch,
                 )
@@ -578,74 +555,26 @@ def _print_train_summary(summary: Any) -> None:
     )
     if summary.media:
         m = summary.media
+        unlabeled = f" ({m['unlabeled_pairs']} unlabeled)" if m["unlabeled_pairs"] else ""
         con.print(
             f"media: {m['files']} files ({m['decoded']} decoded, {m['from_cache']} from "
             f"the feature cache, {len(m['failed'])} failed); {m['video_pairs']} video "
-            f"pairs, {m['label_pairs']} within-label pairs",
+            f"pairs{unlabeled}, {m['label_pairs']} within-label pairs",
             highlight=False,
         )
-    if summary.finetune:
-        con.print(_finetune_line(summary), highlight=False)
+        if m["views"] > 1:
+            con.print(
+                f"augmentation: {m['views']} views per item; {m['views_decoded']} files "
+                "decoded again (the feature cache holds no augmented copies)",
+                highlight=False,
+            )
     if summary.test:
         con.print(
             f"test MAP a→v {summary.test['a2v_map']:.4f}  v→a "
             f"{summary.test['v2a_map']:.4f}  mean {summary.test['map']:.4f}"
         )
+    con.print(f"data: {summary.data['files']} file(s), {summary.data['digest']}", highlight=False)
     con.print(f"use it: avsearch embed PATH --model {summary.out_dir}", highlight=False)
-
-
-def _check_option_pairs(
-    finetune: str | None,
-    augment: bool | None,
-    unfreeze_blocks: int | None,
-    bn: str | None,
-    backbone_lr_scale: float | None,
-    finetune_epochs: int | None,
-    keep_heads: bool | None,
-    views: int | None,
-) -> None:
-    """Options that only mean something beside another one: refuse rather than ignore them."""
-    from avsearch.errors import UsageError
-
-    given = [
-        name
-        for name, value in (
-            ("--unfreeze-blocks", unfreeze_blocks),
-            ("--bn", bn),
-            ("--backbone-lr-scale", backbone_lr_scale),
-            ("--finetune-epochs", finetune_epochs),
-            ("--keep-better-heads/--always-finetune", keep_heads),
-        )
-        if value is not None
-    ]
-    if given and finetune in (None, "none"):
-        raise UsageError(
-            f"{', '.join(given)} only apply with --finetune audio|visual|both; add it, or drop them"
-        )
-    if views is not None and not augment:
-        raise UsageError("--views only applies with --augment (without it each item has 1 view)")
-
-
-def _finetune_line(s: Any) -> str:
-    f, m = s.finetune, s.media
-    views = f"{f['views']} view(s) per item" + (" (augmented)" if f["augment"] else "")
-    cache = f"feature cache {m['feature_cache']}; {m['views_decoded']} files decoded again"
-    if not f["modalities"]:
-        return f"augmentation: {views}; {cache}"
-    tuned = " and ".join(f["modalities"]) + (
-        " backbones" if len(f["modalities"]) > 1 else " backbone"
-    )
-    kept = (
-        "; no tails epoch beat the heads stage on validation, so the model keeps the "
-        "pretrained backbone"
-        if f.get("kept_heads_stage")
-        else ""
-    )
-    return (
-        f"fine-tuning: {tuned}, last {f['unfreeze_blocks']} block(s), BatchNorm "
-        f"{f['bn_mode']}; heads {f['heads_epochs']} epochs, then tails + heads "
-        f"{f['tails_epochs']} (the epochs above); {views}; {cache}{kept}"
-    )
 
 
 if TYPE_CHECKING:
@@ -675,12 +604,27 @@ def eval_index(
 
     st = _state(ctx)
     try:
+        flags = {"labels": labels, "plot": plot, "features": features, "model": model}
+        file_values = cfgmod.section(st.file_config, "eval")
+        opts = cfgmod.build(
+            cfgmod.EvalOptions, file_values, {k: _opt_str(v) for k, v in flags.items()}
+        )
+
+        def name(key: str) -> str:
+            return cfgmod.option_name(key, file_values, flags)
+
+        labels, plot = _opt_path(opts.labels), _opt_path(opts.plot)
+        features, model = _opt_path(opts.features), _opt_path(opts.model)
         if (features is None) != (model is None):
+            alone = "features" if features is not None else "model"
             raise UsageError(
-                "--features and --model go together",
+                f"{name(alone)} is given alone: --features and --model go together",
                 hint="avsearch eval --features FILE.h5 --model DIR",
             )
         if features is not None and model is not None:
+            for key in ("labels", "plot"):
+                if getattr(opts, key) is not None:
+                    raise UsageError(f"{name(key)} applies to the index, not to --features")
             from avsearch.train.run import evaluate_feature_file
 
             report = evaluate_feature_file(features, model)
@@ -714,6 +658,14 @@ def eval_index(
         _emit_json(data)
         return
     _print_evaluation(evaluation, plot)
+
+
+def _opt_str(value: Path | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 def _print_evaluation(evaluation: IndexEvaluation, plot: Path | None) -> None:

@@ -1,10 +1,17 @@
-"""Helpers shared by the bench scripts: where the shared data is, and cached backbone features."""
+"""Helpers shared by the bench scripts: where the shared data is, cached arrays, the avsearch
+CLI as a subprocess, labels CSVs, and the docs/benchmarks.md sections."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
+import os
+import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +40,55 @@ def cached(name: str, key: str, compute) -> np.ndarray:  # type: ignore[no-untyp
     value = compute()
     np.save(path, value)
     return value
+
+
+def run_avsearch(
+    args: list[str], *, cwd: Path = REPO, quiet: bool = False, log: Path | None = None
+) -> dict[str, Any]:
+    """Run ``python -m avsearch --json ARGS`` (this checkout's package) and return its JSON.
+
+    Progress goes to our stderr (or to ``log``, appended); a non-zero exit other than 4
+    (finished, some inputs unreadable) ends the script with the CLI's message.
+    """
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "avsearch", "--json", *(["-q"] if quiet else []), *args]
+    err = None if log is None else log.open("a", encoding="utf-8")
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=dict(os.environ, PYTHONPATH=path),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            check=False,
+        )
+    finally:
+        if err is not None:
+            err.close()
+    if proc.returncode not in (0, 4):
+        sys.exit(
+            f"avsearch {' '.join(args[:3])} ... failed (exit {proc.returncode}):\n{proc.stdout}"
+        )
+    out: dict[str, Any] = json.loads(proc.stdout)
+    return out
+
+
+def write_labels_csv(path: Path, labels: Mapping[Path, str]) -> Path:
+    """A ``path,label`` CSV for ``--labels``, paths relative to the CSV's folder, sorted."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
+    rows = sorted((os.path.relpath(p.resolve(), base), label) for p, label in labels.items())
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def rel(path: Path) -> str:
+    """``path`` relative to the repository when it can be (how commands are recorded)."""
+    return os.path.relpath(path.resolve(), REPO)
 
 
 def write_section(name: str, markdown: str, doc: Path | None = None) -> Path:

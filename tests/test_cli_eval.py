@@ -73,3 +73,26 @@ def test_eval_errors_map_to_exit_codes(index_env: Path, tmp_path: Path) -> None:
     bad.write_text("a.wav,cat,extra\n", encoding="utf-8")
     result = runner.invoke(app, ["eval", "--labels", str(bad)])
     assert result.exit_code == 2 and "line 1" in result.stderr
+
+
+def test_eval_reads_its_yaml_section(index_env: Path, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    build_index(index_env, media)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("media/audio/cat/a.wav,cat\nmedia/images/cat/cat1.png,cat\n", encoding="utf-8")
+    conf = tmp_path / "avsearch.yaml"
+    conf.write_text(f"eval:\n  labels: {csv}\n", encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(conf), "--json", "eval"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["n_audio"] == 1  # only the CSV's one labelled sound
+
+    conf.write_text("eval:\n  model: m\n  plot: p.png\n", encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(conf), "eval", "--features", "x.h5"])
+    assert result.exit_code == 2
+    assert f"eval.plot in {conf} applies to the index, not to --features" in result.stderr
+    conf.write_text("eval:\n  top: 3\n", encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(conf), "eval"])
+    assert result.exit_code == 2
+    assert "unknown key 'top' in section `eval:`; valid keys: labels, plot, features, model" in (
+        result.stderr
+    )

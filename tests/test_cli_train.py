@@ -1,16 +1,21 @@
-"""`avsearch train` and `avsearch eval --features` through the real CLI."""
+"""`avsearch train` and `avsearch eval --features` through the real CLI: modes, methods,
+options refused where they do not apply, avsearch.yaml `train:`, and reproducibility (the
+command recorded in config.yaml gives the same heads.safetensors, byte for byte)."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from avsearch.cli import app
+from tests.conftest import shared_path
 from tests.mediagen import write_mp4, write_png, write_wav
 
 runner = CliRunner()
@@ -69,14 +74,130 @@ def test_feature_mode_trains_and_evaluates(h5_file: Path, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--labeled-ratio", "1.5"], "--labeled-ratio"),
-        (["--labeled-ratio", "0"], "--labeled-ratio"),
-        (["--method", "magic"], "method"),
+        (["--labeled-ratio", "1.5"], "--labeled-ratio must be in [0, 1], got 1.5"),
+        (["--labeled-ratio", "0"], "--labeled-ratio must be above 0 for --method psd"),
+        (["--method", "magic"], "--method must be one of psd, triplet, supervised, infonce"),
+        (["--epochs", "0"], "--epochs must be an integer ≥ 1, got 0"),
     ],
 )
 def test_bad_options_are_usage_errors(h5_file: Path, tmp_path: Path, args, needle) -> None:
     code, _, err = cli("train", "--features", str(h5_file), "--out", str(tmp_path / "m"), *args)
     assert code == 2 and needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--method", "triplet", "--no-soft"],
+            "--no-soft applies only to --method psd, not triplet",
+        ),
+        (
+            ["--method", "infonce", "--no-soft"],
+            "--no-soft applies only to --method psd, not infonce",
+        ),
+        (["--method", "infonce", "--teacher", "ema"], "--teacher applies only to --method psd"),
+        (["--augment"], "--augment applies to media folders, not to a feature file (--features)"),
+        (["--audio-backbone", "aisfx"], "--audio-backbone applies to media folders"),
+        (["--labels", "x.csv"], "--labels applies to media folders"),
+    ],
+)
+def test_options_that_do_not_apply_are_refused(
+    h5_file: Path, tmp_path: Path, args: list[str], line: str
+) -> None:
+    code, _, err = cli("train", "--features", str(h5_file), "--out", str(tmp_path / "m"), *args)
+    assert code == 2 and line in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err  # one line naming the flag
+    assert not (tmp_path / "m").exists()
+
+
+def test_views_need_augment(tmp_path: Path, index_env: Path) -> None:
+    (tmp_path / "media").mkdir()
+    code, _, err = cli("train", str(tmp_path / "media"), "--views", "3")
+    assert code == 2 and "--views applies only with --augment" in err
+
+
+def test_yaml_train_section_is_checked_and_named(h5_file: Path, tmp_path: Path) -> None:
+    conf = tmp_path / "avsearch.yaml"
+    base = [
+        "--config",
+        str(conf),
+        "train",
+        "--features",
+        str(h5_file),
+        "--out",
+        str(tmp_path / "m"),
+    ]
+    conf.write_text("train:\n  epoch: 3\n")
+    code, _, err = cli(*base)
+    assert code == 2 and f"{conf}: unknown key 'epoch' in section `train:`" in err
+    assert "valid keys: method, labeled_ratio, labels, features, epochs," in err
+    conf.write_text("train:\n  labeled_ratio: 1.5\n")
+    code, _, err = cli(*base)
+    assert code == 2 and f"train.labeled_ratio in {conf} must be in [0, 1], got 1.5" in err
+    code, _, err = cli(*base, "--labeled-ratio", "2")  # a flag is named as a flag
+    assert code == 2 and "--labeled-ratio must be in [0, 1], got 2.0" in err
+    conf.write_text("train:\n  epochs: ten\n")
+    code, _, err = cli(*base)
+    assert code == 2 and f"train.epochs in {conf} must be an integer, got 'ten'" in err
+    conf.write_text("train:\n  method: infonce\n  no_soft: true\n")
+    code, _, err = cli(*base)
+    assert code == 2 and f"train.no_soft in {conf} applies only to --method psd" in err
+    conf.write_text("epochs: 3\n")
+    code, _, err = cli(*base)
+    assert code == 2 and "unknown top-level key 'epochs'" in err and "`train:`" in err
+
+
+def _heads(out: Path) -> bytes:
+    return (out / "heads.safetensors").read_bytes()
+
+
+def _training(out: Path) -> dict:
+    return yaml.safe_load((out / "config.yaml").read_text())["training"]
+
+
+def _rerun(command: str) -> tuple[int, dict | None, str]:
+    argv = shlex.split(command)
+    assert argv[:2] == ["avsearch", "train"]
+    return cli("--json", *argv[1:])
+
+
+def test_feature_mode_is_recorded_and_reproduced_byte_for_byte(
+    h5_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    conf = tmp_path / "avsearch.yaml"
+    conf.write_text("train:\n  method: infonce\n  epochs: 3\n  labeled_ratio: 0.5\n")
+    out = tmp_path / "model"
+    code, summary, err = cli("--json", "train", "--features", str(h5_file), "--batch-size", "32",
+                             "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    training = _training(out)
+    # paths as given, every option explicit (avsearch.yaml's too), in the canonical order
+    assert training["command"] == (
+        f"avsearch train --features {h5_file} --method infonce --labeled-ratio 0.5 "
+        f"--epochs 3 --batch-size 32 --dim 128 --seed 0 --out {out}"
+    )
+    assert summary["command"] == training["command"]
+    assert training["data"]["files"] == 1 and training["data"]["digest"].startswith("sha256:")
+    assert summary["data"] == {k: training["data"][k] for k in ("files", "digest")}
+    first = _heads(out)
+    conf.unlink()  # the recorded command needs no avsearch.yaml
+    code, again, err = _rerun(training["command"])
+    assert code == 0, err
+    assert _heads(out) == first and again["fingerprint"] == summary["fingerprint"]
+    other = tmp_path / "other"
+    code, _, err = _rerun(training["command"].replace(str(out), str(other)))
+    assert code == 0 and _heads(other) == first, err
+
+
+def test_infonce_learns_from_pairs_alone_in_feature_mode(h5_file: Path, tmp_path: Path) -> None:
+    code, summary, err = cli("--json", "train", "--features", str(h5_file), "--method", "infonce",
+                             "--labeled-ratio", "0", "--epochs", "6", "--batch-size", "32",
+                             "--out", str(tmp_path / "m"))  # fmt: skip
+    assert code == 0, err
+    assert summary["labeled_pairs"] == 0 and summary["best_val_map"] is None
+    assert summary["test"]["map"] > 0.5  # pairs share a class: chance ≈ 0.25
 
 
 def test_bad_feature_files_and_missing_inputs(tmp_path: Path) -> None:
@@ -113,6 +234,76 @@ def test_media_mode_model_works_with_embed(tmp_path: Path, index_env: Path) -> N
     assert code == 0 and emb["files"]["new"] == 8, err
     code, res, _ = cli("--json", "query", str(media / "high" / "beep.wav"))
     assert code == 0 and res["model"] == "model" and res["results"]
+
+
+@pytest.mark.slow
+def test_videos_without_labels_train_with_infonce(tmp_path: Path, index_env: Path) -> None:
+    """--labeled-ratio 0: each video window's sound and frame are a pair, the others not."""
+    media = tmp_path / "media"
+    for i in range(3):
+        write_mp4(media / f"v{i}.mp4", seconds=5.0, freq=300.0 * (i + 1), colour_every=0.5)
+    args = ["--json", "train", str(media), "--method", "infonce", "--labeled-ratio", "0",
+            "--audio-backbone", "aisfx", "--epochs", "2", "--batch-size", "8"]  # fmt: skip
+    code, summary, err = cli(*args, "--out", str(tmp_path / "m"))
+    assert code == 0, err
+    assert summary["labeled_pairs"] == 0 and summary["media"]["video_pairs"] == 6
+    code, _, err = cli(*args[:3], "--labeled-ratio", "0", "--out", str(tmp_path / "p"))
+    assert code == 2 and "--labeled-ratio must be above 0 for --method psd" in err
+
+
+@pytest.mark.slow
+def test_media_mode_is_recorded_and_reproduced_byte_for_byte(tmp_path: Path) -> None:
+    """The farm's real sounds and photos with a labels CSV: run, then run the command
+    recorded in config.yaml on a fresh index (features decoded again): same bytes."""
+    farm = shared_path("data", "farm")
+    csv = tmp_path / "labels.csv"
+    rows = [
+        f"{p},{p.stem.removesuffix('s') if p.stem == 'chickens' else p.stem}"
+        for p in sorted(farm.rglob("*.*"))
+    ]
+    csv.write_text("path,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "model"
+    code, summary, err = cli(
+        "--json", "--index", str(tmp_path / "i1"), "train", str(farm / "sounds"),
+        str(farm / "images"), "--labels", str(csv), "--audio-backbone", "aisfx",
+        "--method", "infonce", "--epochs", "3", "--batch-size", "16", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert summary["classes"] == sorted({r.rsplit(",", 1)[1] for r in rows})
+    training = _training(out)
+    assert training["command"] == (
+        f"avsearch train {farm / 'sounds'} {farm / 'images'} --labels {csv} --method infonce "
+        "--labeled-ratio 1.0 --epochs 3 --batch-size 16 --dim 128 --seed 0 "
+        f"--audio-backbone aisfx --no-augment --out {out}"
+    )
+    assert training["data"]["files"] == 18 and training["data"]["labels_sha256"]
+    first = _heads(out)
+    code, again, err = cli("--json", "--index", str(tmp_path / "i2"),
+                           *shlex.split(training["command"])[1:])  # fmt: skip
+    assert code == 0 and again["media"]["decoded"] == 18, err
+    assert _heads(out) == first
+    assert _training(out)["data"]["digest"] == training["data"]["digest"]
+
+
+@pytest.mark.slow
+def test_augmented_views_through_the_frozen_backbones(tmp_path: Path, index_env: Path) -> None:
+    media = tmp_path / "media"
+    for name, freq, colour in (("low", 300.0, (220, 20, 20)), ("high", 3000.0, (20, 20, 220))):
+        for i in range(2):
+            write_wav(media / name / f"s{i}.wav", freq=freq * (1 + 0.05 * i), seconds=1.0)
+        write_png(media / name / "p.png", colour=colour)
+    out = tmp_path / "model"
+    code, summary, err = cli("--json", "train", str(media), "--audio-backbone", "aisfx",
+                             "--augment", "--views", "2", "--epochs", "2", "--batch-size", "4",
+                             "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    m = summary["media"]
+    assert m["views"] == 2 and m["views_decoded"] == 6 and m["label_pairs"] == 4
+    training = _training(out)
+    assert "--audio-backbone aisfx --augment --views 2 --out" in training["command"]
+    assert training["augmentation"]["views"] == 2
+    assert "band-limit 0-4000 Hz" in training["augmentation"]["audio"]
+    assert training["recipe"]["augment"] is True
 
 
 def test_no_pairs_and_missing_csv_files(tmp_path: Path, index_env: Path) -> None:

@@ -69,11 +69,3 @@ def test_words_backbone_trains_and_serves_a_new_voice(speech: Path, tmp_path: Pa
         code, res, err = cli("--json", "--index", index, "query", str(clip), "--top", "3")
         assert code == 0 and res is not None, err
         assert Path(res["results"][0]["path"]).parent.name == digit, (digit, res["results"])
-
-
-def test_words_backbone_cannot_be_finetuned(tmp_path: Path) -> None:
-    code, _, err = cli(
-        "train", str(tmp_path), "--audio-backbone", "aisfx-words", "--finetune", "audio",
-        "--out", str(tmp_path / "m"),
-    )  # fmt: skip
-    assert code == 2 and "cannot be fine-tuned" in err and "Traceback" not in err, err

@@ -1,4 +1,4 @@
-"""Training of the projection heads on precomputed features (PSD, triplet, supervised).
+"""Training of the projection heads on backbone features (PSD, triplet, supervised, InfoNCE).
 
 Public API (see docs/method.md for the objective):
 

@@ -1,4 +1,8 @@
-"""Seeded data augmentation for fine-tuning: audio waveforms and images.
+"""Seeded data augmentation for training views: audio waveforms and images.
+
+``DEFAULT_AUDIO_AUGMENT`` and ``DEFAULT_VISUAL_AUGMENT`` are what ``avsearch train --augment``
+uses (and every published figure with augmentation: docs/benchmarks.md); the dataclass
+defaults below are the neutral starting point they are made from.
 
 Audio (:func:`augment_audio`, float32 ``[B, N]`` mono windows, default 44.1 kHz), applied per
 item in this order, each with its own switch in :class:`AudioAugmentConfig`:
@@ -52,6 +56,8 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 __all__ = [
+    "DEFAULT_AUDIO_AUGMENT",
+    "DEFAULT_VISUAL_AUGMENT",
     "AudioAugmentConfig",
     "VisualAugmentConfig",
     "augment_audio",
@@ -325,6 +331,19 @@ def _augment_one(
     return y, rec
 
 
+# `avsearch train --augment`: speed x0.85-1.15 with pitch, shift, white noise at 10-40 dB SNR
+# and every copy band-limited to 0-4 kHz, as a sound recorded at 8 kHz (a telephone, FSDD);
+# gain is off, a no-op for aisfx, which peak-normalises every window
+DEFAULT_AUDIO_AUGMENT = AudioAugmentConfig(
+    speed_range=(0.85, 1.15),
+    gain=False,
+    snr_db=(10.0, 40.0),
+    bandlimit=True,
+    bandlimit_prob=1.0,
+    band_hz=(0.0, 4000.0),
+)
+
+
 def augment_audio(
     waves: np.ndarray,
     cfg: AudioAugmentConfig,
@@ -488,6 +507,10 @@ def _augment_image(
         img = ImageEnhance.Color(img).enhance(factors[2])
         rec["brightness"], rec["contrast"], rec["saturation"] = factors
     return np.asarray(img, dtype=np.uint8), rec
+
+
+# `avsearch train --augment`: resized crop (70-100% of the area), rotation ±10°, colour jitter
+DEFAULT_VISUAL_AUGMENT = VisualAugmentConfig()
 
 
 def augment_images(

@@ -1,4 +1,4 @@
-"""The training configuration: one frozen dataclass, three method presets.
+"""The training configuration: one frozen dataclass, four method presets.
 
 ``TrainConfig`` holds every knob of the training loop (DESIGN.md sections 2 and 5; the
 equations are in docs/method.md). ``for_method`` gives the presets the benchmark compares:
@@ -9,10 +9,15 @@ equations are in docs/method.md). ``for_method`` gives the presets the benchmark
 - ``psd``: progressive self-distillation, every part on: ``l_lab``, hard label triplets, soft
   triplets from teacher alignments, distillation KL, the cross-modal decorrelation ``l_dis``,
   and the progressive labeled-share schedule.
+- ``infonce``: supervised cross-modal InfoNCE (items of the same label are positives; a pair
+  whose label is hidden has only its own partner as positive, as in CLIP) + ``l_lab`` on the
+  labeled pairs, AdamW with a one-cycle learning rate (the default model's recipe). The only
+  method that trains without any label (``--labeled-ratio 0``).
 
 Each part has its own switch (``use_*``, ``progressive``), so an ablation is
-``for_method("psd", use_dis=False)``. Invalid values raise ``UsageError`` naming the CLI flag
-(``--labeled-ratio must be in (0, 1], got 1.5``).
+``for_method("psd", use_dis=False)``. Invalid values raise ``OptionValueError`` (a
+``UsageError``) naming the CLI flag (``--labeled-ratio must be in [0, 1], got 1.5``); its
+``option`` field lets the CLI name the avsearch.yaml key instead when the value came from there.
 """
 
 from __future__ import annotations
@@ -21,33 +26,39 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from avsearch.encoders.registry import names as registered_backbones
 from avsearch.errors import UsageError
 
-METHODS = ("psd", "triplet", "supervised")
+METHODS = ("psd", "triplet", "supervised", "infonce")
 DIS_MODES = ("decorrelation", "paired")
 TEACHERS = ("ema", "snapshot")
 MINER_STRATEGIES = ("hard", "semihard")
-LR_SCHEDULES = ("cosine", "constant")
-FINETUNE = ("none", "audio", "visual", "both")
-BN_MODES = ("frozen", "train")
-# audio backbones of avsearch.encoders.registry (kept torch-free here; a test checks they agree)
-AUDIO_BACKBONES = ("aisfx", "aisfx-cepstra", "aisfx-words", "soundnet")
-# audio backbones with a part outside autograd (onnxruntime, numpy resampling): heads only
-FROZEN_AUDIO_BACKBONES = ("aisfx-words", "soundnet")
-# the audio backbone of `avsearch train` when none is named: the default model's, unless the
-# audio tower is to be fine-tuned, which the word model cannot be
+LR_SCHEDULES = ("cosine", "constant", "one-cycle")
+# the audio backbones of avsearch.encoders.registry (reading it imports no torch)
+AUDIO_BACKBONES = registered_backbones("audio")
+# the audio backbone of `avsearch train` (media mode) when none is named: the default model's
 DEFAULT_AUDIO_BACKBONE = "aisfx-words"
-FINETUNE_AUDIO_BACKBONE = "aisfx-cepstra"
-
-
-def media_audio_backbone(finetune: str | None) -> str:
-    """The audio backbone a media run uses when none is named (``--audio-backbone``)."""
-    return FINETUNE_AUDIO_BACKBONE if finetune in ("audio", "both") else DEFAULT_AUDIO_BACKBONE
+# views per item with --augment: view 0 as decoded + 2 augmented (what docs/benchmarks.md used)
+DEFAULT_VIEWS = 3
 
 
 def flag(name: str) -> str:
     """The CLI flag of a config field: ``labeled_ratio`` → ``--labeled-ratio``."""
     return "--" + name.replace("_", "-")
+
+
+class OptionValueError(UsageError):
+    """A training option has an invalid value; ``option`` is the config field it belongs to."""
+
+    def __init__(self, option: str, rule: str, value: Any) -> None:
+        super().__init__(f"{flag(option)} must be {rule}, got {value!r}")
+        self.option = option
+        self.rule = rule
+        self.value = value
+
+    def named(self, name: str) -> UsageError:
+        """The same error with the option called ``name`` (e.g. an avsearch.yaml key)."""
+        return UsageError(f"{name} must be {self.rule}, got {self.value!r}")
 
 
 @dataclass(frozen=True)
@@ -67,11 +78,13 @@ class TrainConfig:
     classifier_scale: float = 16.0
     # losses
     margin: float = 0.2
-    temperature: float = 2.0
+    temperature: float = 2.0  # distillation τ
+    nce_temperature: float = 0.1  # τ of the cross-modal InfoNCE logits
     w_lab: float = 1.0
     w_cross: float = 1.0
     w_sd: float = 0.3
     w_dis: float = 0.1
+    w_nce: float = 1.0
     dis_mode: str = "decorrelation"
     dis_offdiag: float = 5e-3
     # switches (ablations)
@@ -80,6 +93,7 @@ class TrainConfig:
     use_cross_soft: bool = True
     use_distill: bool = True
     use_dis: bool = True
+    use_nce: bool = False
     progressive: bool = True
     # data: re-draw the visual partner of each labeled pair among the labeled items of its class
     # every epoch (pairs formed within a class carry no more than the class; see docs/method.md)
@@ -104,32 +118,18 @@ class TrainConfig:
     # AV-Digits runs stopped early, often on an early best epoch picked on 10-20 validation
     # items (bench/train_methods.py)
     patience: int = 0
-    # backbone fine-tuning and augmentation (media mode; docs/method.md, "Fine-tuning")
-    finetune: str = "none"  # none | audio | visual | both
-    unfreeze_blocks: int = 1  # last N blocks of each fine-tuned backbone
-    finetune_epochs: int = 3  # second stage: tails + heads, warm-started from the heads stage
-    bn_mode: str = "frozen"  # BatchNorm of unfrozen blocks: frozen statistics | train
-    backbone_lr_scale: float = 0.1  # backbone learning rate = lr * this
-    # the heads stage competes as "epoch -1" of the tails stage: kept (backbones unchanged)
-    # when no tails epoch reaches its validation MAP
-    keep_better_heads: bool = True
     # media mode: the audio backbone under the heads; aisfx-words (the default model's) adds
-    # a spoken-word embedding to aisfx, which carries words across voices (docs/benchmarks.md,
-    # "loso_heads"), but cannot be fine-tuned; aisfx-cepstra adds an order-keeping cepstral
-    # template instead and can; aisfx alone is the plain sound-effects embedding
+    # a spoken-word embedding to aisfx, which carries words across voices (docs/benchmarks.md);
+    # aisfx-cepstra adds an order-keeping cepstral template instead; aisfx alone is the plain
+    # sound-effects embedding
     audio_backbone: str = DEFAULT_AUDIO_BACKBONE
-    augment: bool = False  # seeded waveform / image augmentation (avsearch.train.augment defaults)
-    views: int = 4  # stored views per item with --augment: view 0 as decoded + views-1 augmented
+    # media mode: train on views of each item, computed once through the frozen backbones
+    # (avsearch.train.augment.DEFAULT_AUDIO_AUGMENT / DEFAULT_VISUAL_AUGMENT)
+    augment: bool = False
+    views: int = DEFAULT_VIEWS  # stored views per item with augment: view 0 + views-1 augmented
 
     def __post_init__(self) -> None:
         _validate(self)
-
-    @property
-    def finetuned(self) -> tuple[str, ...]:
-        """The modalities whose backbone is fine-tuned."""
-        return {"none": (), "audio": ("audio",), "visual": ("visual",)}.get(
-            self.finetune, ("audio", "visual")
-        )
 
     @property
     def n_views(self) -> int:
@@ -138,8 +138,8 @@ class TrainConfig:
 
     @property
     def uses_unlabeled(self) -> bool:
-        """Whether batches draw unlabeled items (only the soft parts consume them)."""
-        return self.use_cross_soft or self.use_distill
+        """Whether batches draw unlabeled items (the soft parts and InfoNCE consume them)."""
+        return self.use_cross_soft or self.use_distill or self.use_nce
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,38 +156,44 @@ class TrainConfig:
         return _replace(self, overrides)
 
 
+_OFF = dict(
+    use_lab=True,
+    use_cross_hard=False,
+    use_cross_soft=False,
+    use_distill=False,
+    use_dis=False,
+    use_nce=False,
+    progressive=False,
+)
 _PRESETS: dict[str, dict[str, Any]] = {
-    "supervised": dict(
-        use_lab=True,
-        use_cross_hard=False,
-        use_cross_soft=False,
-        use_distill=False,
-        use_dis=False,
-        progressive=False,
-    ),
-    "triplet": dict(
-        use_lab=True,
-        use_cross_hard=True,
-        use_cross_soft=False,
-        use_distill=False,
-        use_dis=False,
-        progressive=False,
-    ),
-    "psd": dict(
-        use_lab=True,
-        use_cross_hard=True,
-        use_cross_soft=True,
-        use_distill=True,
-        use_dis=True,
-        progressive=True,
-    ),
+    "supervised": dict(_OFF),
+    "triplet": {**_OFF, "use_cross_hard": True},
+    "psd": {
+        **_OFF,
+        "use_cross_hard": True,
+        "use_cross_soft": True,
+        "use_distill": True,
+        "use_dis": True,
+        "progressive": True,
+    },
+    # the recipe of the default model (bench/train_default.py): 40 epochs of 256 at lr 2e-3
+    # one-cycle; every pair in the batches, labeled or not, in proportion
+    "infonce": {
+        **_OFF,
+        "use_nce": True,
+        "epochs": 40,
+        "batch_size": 256,
+        "lr": 2e-3,
+        "lr_schedule": "one-cycle",
+        "min_labeled_batch_share": 0.0,
+    },
 }
 
 
 def for_method(method: str, **overrides: Any) -> TrainConfig:
-    """The preset of ``method`` (psd | triplet | supervised) with ``overrides`` applied."""
+    """The preset of ``method`` (psd | triplet | supervised | infonce) with ``overrides``."""
     if method not in _PRESETS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise OptionValueError("method", f"one of {', '.join(METHODS)}", method)
     return _replace(TrainConfig(method=method), {**_PRESETS[method], **overrides})
 
 
@@ -202,7 +208,7 @@ def _replace(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
 # ------------------------------------------------------------------------------ validation
 def _need(ok: bool, name: str, rule: str, value: Any) -> None:
     if not ok:
-        raise UsageError(f"{flag(name)} must be {rule}, got {value!r}")
+        raise OptionValueError(name, rule, value)
 
 
 def _is_int(x: Any) -> bool:
@@ -221,8 +227,6 @@ def _validate(c: TrainConfig) -> None:
         "miner": MINER_STRATEGIES,
         "soft_miner": MINER_STRATEGIES,
         "lr_schedule": LR_SCHEDULES,
-        "finetune": FINETUNE,
-        "bn_mode": BN_MODES,
         "audio_backbone": AUDIO_BACKBONES,
     }
     for name, allowed in choices.items():
@@ -237,37 +241,38 @@ def _validate(c: TrainConfig) -> None:
         "warmup_epochs": 0,
         "ramp_epochs": 0,
         "patience": 0,
-        "unfreeze_blocks": 1,
-        "finetune_epochs": 1,
         "views": 1,
     }
     for name, low in ints_min.items():
         value = getattr(c, name)
         _need(_is_int(value) and value >= low, name, f"an integer ≥ {low}", value)
-    positive = ("lr", "temperature", "classifier_scale")
+    positive = ("lr", "temperature", "nce_temperature", "classifier_scale")
     for name in positive:
         value = getattr(c, name)
         _need(_is_num(value) and value > 0, name, "a positive number", value)
     non_negative = (
-        "backbone_lr_scale",
         "weight_decay",
         "margin",
         "w_lab",
         "w_cross",
         "w_sd",
         "w_dis",
+        "w_nce",
         "dis_offdiag",
     )
     for name in non_negative:
         value = getattr(c, name)
         _need(_is_num(value) and value >= 0, name, "a number ≥ 0", value)
-    unit = ("soft_pos_threshold", "soft_neg_threshold", "min_labeled_batch_share")
+    unit = ("labeled_ratio", "soft_pos_threshold", "soft_neg_threshold", "min_labeled_batch_share")
     for name in unit:
         value = getattr(c, name)
         _need(_is_num(value) and 0 <= value <= 1, name, "in [0, 1]", value)
-    for name in ("labeled_ratio", "labeled_floor"):
-        value = getattr(c, name)
-        _need(_is_num(value) and 0 < value <= 1, name, "in (0, 1]", value)
+    _need(
+        _is_num(c.labeled_floor) and 0 < c.labeled_floor <= 1,
+        "labeled_floor",
+        "in (0, 1]",
+        c.labeled_floor,
+    )
     _need(_is_num(c.dropout) and 0 <= c.dropout < 1, "dropout", "in [0, 1)", c.dropout)
     _need(_is_num(c.ema_decay) and 0 <= c.ema_decay < 1, "ema_decay", "in [0, 1)", c.ema_decay)
     _need(
@@ -277,7 +282,7 @@ def _validate(c: TrainConfig) -> None:
         c.val_fraction,
     )
     switches = ("use_lab", "use_cross_hard", "use_cross_soft", "use_distill", "use_dis",
-                "progressive", "augment", "keep_better_heads")  # fmt: skip
+                "use_nce", "progressive", "repair_labeled", "augment")  # fmt: skip
     for name in switches:
         _need(isinstance(getattr(c, name), bool), name, "true or false", getattr(c, name))
     if c.soft_neg_threshold >= c.soft_pos_threshold:
@@ -285,11 +290,13 @@ def _validate(c: TrainConfig) -> None:
             f"--soft-neg-threshold ({c.soft_neg_threshold}) must be below "
             f"--soft-pos-threshold ({c.soft_pos_threshold})"
         )
-    if c.audio_backbone in FROZEN_AUDIO_BACKBONES and "audio" in c.finetuned:
-        raise UsageError(
-            f"--audio-backbone {c.audio_backbone} cannot be fine-tuned (its word model runs in "
-            "onnxruntime, outside autograd): use --finetune visual, or --audio-backbone "
-            "aisfx-cepstra to fine-tune aisfx"
-        )
-    if not (c.use_lab or c.use_cross_hard or c.use_cross_soft or c.use_distill or c.use_dis):
+    parts = (c.use_lab, c.use_cross_hard, c.use_cross_soft, c.use_distill, c.use_dis, c.use_nce)
+    if not any(parts):
         raise UsageError("every loss is switched off: enable at least one of the use_* parts")
+    if c.labeled_ratio == 0 and not c.use_nce:
+        raise OptionValueError(
+            "labeled_ratio",
+            f"above 0 for --method {c.method}, which learns from labels (--method infonce "
+            "also learns from the pairs themselves)",
+            c.labeled_ratio,
+        )

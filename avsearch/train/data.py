@@ -96,14 +96,17 @@ def mask_labels(labels: np.ndarray, ratio: float, seed: int) -> np.ndarray:
     """A seeded bool mask keeping the labels of a share ``ratio`` of the items, per class.
 
     Each class c with n_c items keeps max(1, round(ratio · n_c)) of them (all of them when
-    ratio is 1), chosen by ``numpy.random.default_rng(seed)`` class by class in sorted order.
+    ratio is 1, none when it is 0), chosen by ``numpy.random.default_rng(seed)`` class by
+    class in sorted order.
     """
-    if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise UsageError(f"--labeled-ratio must be in (0, 1], got {ratio!r}")
+    if not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        raise UsageError(f"--labeled-ratio must be in [0, 1], got {ratio!r}")
     y = np.asarray(labels)
     if y.ndim != 1:
         raise UsageError(f"labels must be 1-D, got shape {y.shape}")
     mask = np.zeros(len(y), dtype=bool)
+    if ratio == 0:
+        return mask
     rng = np.random.default_rng(seed)
     for label in np.unique(y):
         idx = np.flatnonzero(y == label)

@@ -1,26 +1,25 @@
-"""The training loop: PSD, triplet and supervised (docs/method.md).
+"""The training loop: PSD, triplet, supervised and InfoNCE (docs/method.md).
 
 ``train(data, label_mask, cfg, out_dir)`` fits the two projection heads and the shared
 classifier on precomputed backbone features (``FeatureSet``) or on augmented views
-(``TrainData``, :mod:`avsearch.train.views`: one view per item drawn each epoch); with
-``cuts`` it also fine-tunes the last blocks of a backbone (its tail runs on the stored
-activations at the cut, at ``lr * cfg.backbone_lr_scale``). It writes into ``out_dir``:
+(``TrainData``, :mod:`avsearch.train.views`: one view per item drawn each epoch). It writes
+into ``out_dir``:
 
 - a model directory (``config.yaml`` + ``heads.safetensors`` with ``audio.*``, ``visual.*``
   and ``classifier.*``) holding the best epoch by validation MAP, built from the caller's
   ``ModelConfig`` template (its backbones are kept; heads, dim and recipe are filled in);
-  a fine-tuned backbone is saved whole as ``audio_backbone.safetensors`` /
-  ``visual_backbone.safetensors`` and named in the config;
 - ``train_log.jsonl``: one JSON object per epoch (loss parts, triplet counts, schedule values,
   learning rate, validation MAP);
 - ``checkpoint/``: the state after the last finished epoch (``avsearch.train.checkpoint``).
 
-Determinism: every random choice of epoch e (batch order, label hiding, dropout) comes from
-generators seeded with (seed, e) — ``numpy.random.default_rng([seed, e])`` and
+Determinism: every random choice of epoch e (batch order, partners, views, dropout) comes
+from generators seeded with (seed, e) — ``numpy.random.default_rng([seed, e])`` and
 ``torch.manual_seed`` inside ``torch.random.fork_rng``, so the caller's global RNG is left as
-it was. Same seed and data ⇒ identical numbers; ``resume=True`` after an interruption
-restores nets, teacher, optimizer and early-stopping state and gives bit-for-bit the model of
-an uninterrupted run (on the same machine and thread count).
+it was — and training runs on ``TRAIN_THREADS`` (1) torch thread with deterministic
+algorithms (:func:`deterministic_torch`; both restored afterwards): float sums over 2 threads
+come out in a different order from run to run. Same seed and data ⇒ byte-identical weights
+on the same machine; ``resume=True`` after an interruption restores nets, teacher, optimizer
+and early-stopping state and gives bit-for-bit the model of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -29,8 +28,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avsearch.encoders.cut import BackboneCut
-from avsearch.encoders.finetune import BACKBONE_FILES, save_backbone_state
 from avsearch.encoders.heads import HeadConfig, ProjectionHead
-from avsearch.encoders.model_dir import ModelConfig, save_model_dir, sha256_file
+from avsearch.encoders.model_dir import ModelConfig, save_model_dir
 from avsearch.errors import UsageError
 from avsearch.evaluate import RetrievalReport, evaluate_cross_modal
 from avsearch.train import checkpoint as ckpt
@@ -50,7 +48,14 @@ from avsearch.train.data import FeatureSet, epoch_batches, split_validation
 from avsearch.train.export import build_model_config, check_template
 from avsearch.train.nets import AVNets
 from avsearch.train.objective import PARTS, Objective
-from avsearch.train.schedule import constant, cosine_lr, labeled_share, soft_weight
+from avsearch.train.schedule import (
+    StepSchedule,
+    constant,
+    cosine_lr,
+    labeled_share,
+    one_cycle,
+    soft_weight,
+)
 from avsearch.train.teacher import make_teacher
 from avsearch.train.views import TrainData, Views
 
@@ -58,6 +63,25 @@ log = logging.getLogger(__name__)
 
 LOG_NAME = "train_log.jsonl"
 CHECKPOINT_DIR = "checkpoint"
+# torch threads while training: the heads are small, and on one thread every float sum has
+# one order, so a run is reproducible byte for byte (on 2, re-runs differed in the 3rd digit)
+TRAIN_THREADS = 1
+
+
+@contextmanager
+def deterministic_torch(threads: int = TRAIN_THREADS) -> Iterator[None]:
+    """Run the block on ``threads`` torch threads with deterministic algorithms only; the
+    caller's settings are restored afterwards."""
+    before = torch.get_num_threads()
+    was_det = torch.are_deterministic_algorithms_enabled()
+    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_det, warn_only=was_warn)
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -119,15 +143,9 @@ def train(
     progress: ProgressCallback | None = None,
     model_template: ModelConfig | None = None,
     training_info: dict[str, Any] | None = None,
-    cuts: dict[str, BackboneCut] | None = None,
-    init: dict[str, Tensor] | None = None,
 ) -> TrainResult:
-    """Train on paired data where ``label_mask[i]`` says whether pair i's label is known.
-
-    ``cuts`` (keyed ``audio`` / ``visual``) fine-tunes those backbones: the matching views
-    of ``features`` (and ``val``) must hold activations at the cut, not features.
-    ``init`` (a state dict of a previous run's nets, e.g. ``result.nets.state_dict()``)
-    warm-starts heads and classifier (the second stage of :func:`train_finetune`).
+    """Train on paired data where ``label_mask[i]`` says whether pair i's label is known
+    (a pair whose label is unknown may carry any label value, e.g. -1; it is never read).
 
     Without ``val``, a seeded share ``cfg.val_fraction`` of the labeled items is held out for
     validation (none if 0: the last epoch is kept). ``model_template`` gives the backbones of
@@ -136,8 +154,7 @@ def train(
     is merged into the ``training`` section of its config.yaml.
     """
     data = TrainData.of(features)
-    cuts = dict(cuts or {})
-    mask = _check_mask(label_mask, len(data))
+    mask = _check_mask(label_mask, len(data), cfg)
     val_data = None if val is None else TrainData.of(val)
     if val_data is None and cfg.val_fraction > 0:
         tr_idx, va_idx = split_validation(data.labels, mask, cfg.val_fraction, cfg.seed)
@@ -148,18 +165,14 @@ def train(
         or val_data.visual.item_shape != data.visual.item_shape
     ):
         raise UsageError("validation features have other dimensions than the training features")
-    dims = {
-        m: cuts[m].backbone.dim if m in cuts else views.item_shape[0]
-        for m, views in (("audio", data.audio), ("visual", data.visual))
-    }
+    dims = {}
     for m, views in (("audio", data.audio), ("visual", data.visual)):
-        if m not in cuts and len(views.item_shape) != 1:
-            raise UsageError(f"{m} inputs of shape {views.item_shape} need a backbone cut")
+        if len(views.item_shape) != 1:
+            raise UsageError(f"{m} inputs must be feature vectors, got shape {views.item_shape}")
+        dims[m] = views.item_shape[0]
     template = check_template(model_template, dims, cfg)
-    with torch.random.fork_rng(devices=[]):
-        run = _Run(
-            data, mask, val_data, cfg, Path(out_dir), template, training_info or {}, cuts, init
-        )
+    with torch.random.fork_rng(devices=[]), deterministic_torch():
+        run = _Run(data, mask, val_data, cfg, Path(out_dir), template, training_info or {})
         return run.run(resume, progress)
 
 
@@ -171,23 +184,6 @@ def embed(head: ProjectionHead, features: np.ndarray, batch: int = 4096) -> np.n
     with torch.no_grad():
         out = torch.cat([head(x[i : i + batch]) for i in range(0, len(x), batch)])
     head.train(was_training)
-    return out.numpy()
-
-
-def embed_tower(nets: AVNets, modality: str, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
-    """L2-normalised embeddings of a tower's inputs (features, or activations at the cut of a
-    fine-tuned backbone) with tail and head in eval mode."""
-    if not nets.has_tail(modality):
-        return embed(nets.head(modality), inputs)
-    tail, head = nets.tail(modality), nets.head(modality)
-    was = tail.training, head.training
-    tail.eval()
-    head.eval()
-    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
-    with torch.no_grad():
-        out = torch.cat([head(tail(x[i : i + batch])) for i in range(0, len(x), batch)])
-    tail.train(was[0])
-    head.train(was[1])
     return out.numpy()
 
 
@@ -206,24 +202,20 @@ def evaluate_heads(
 
 
 # ------------------------------------------------------------------------------ checks
-def _check_mask(label_mask: np.ndarray, n: int) -> np.ndarray:
+def _check_mask(label_mask: np.ndarray, n: int, cfg: TrainConfig) -> np.ndarray:
     mask = np.asarray(label_mask)
     if mask.dtype != bool or mask.shape != (n,):
         raise UsageError(
             f"label_mask must be a bool array with one entry per pair ({n}), "
             f"got {mask.dtype} {mask.shape}"
         )
-    if not mask.any():
-        raise UsageError("no item is labeled: training needs labels for at least some pairs")
+    if not mask.any() and not cfg.use_nce:
+        raise UsageError(
+            f"no pair is labeled: --method {cfg.method} needs labels for some pairs",
+            hint="give labels (--labels CSV or class folders), or train on the pairs alone "
+            "with --method infonce",
+        )
     return mask
-
-
-def _digest_state(state: dict[str, Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _digest(*parts: Any) -> str:
@@ -241,15 +233,13 @@ class _Run:
         out_dir: Path,
         template: ModelConfig,
         training_info: dict[str, Any],
-        cuts: dict[str, BackboneCut],
-        init: dict[str, Tensor] | None = None,
     ) -> None:
         self.cfg, self.out_dir, self.template, self.info = cfg, out_dir, template, training_info
-        self.features, self.val, self.cuts = features, val, cuts
+        self.features, self.val = features, val
         self.views: dict[str, Views] = {"audio": features.audio, "visual": features.visual}
         self.drawn = {m: np.zeros(len(features), dtype=np.int64) for m in self.views}
         self.classes = np.unique(features.labels[mask])
-        if len(self.classes) < 2:
+        if len(self.classes) < 2 and not cfg.use_nce:
             raise UsageError("the labeled training items cover fewer than 2 classes")
         codes = np.full(len(features), -1, dtype=np.int64)
         codes[mask] = np.searchsorted(self.classes, features.labels[mask])
@@ -260,51 +250,32 @@ class _Run:
             features.digest(),
             hashlib.sha256(mask.tobytes()).hexdigest(),
             val.digest() if val is not None else None,
-            {m: c.n_blocks for m, c in sorted(cuts.items())},
-            None if init is None else _digest_state(init),
         )
 
         torch.manual_seed(cfg.seed)
-        dims = {
-            m: cuts[m].backbone.dim if m in cuts else v.item_shape[0] for m, v in self.views.items()
+        head = {
+            m: HeadConfig(v.item_shape[0], cfg.dim, cfg.hidden, cfg.dropout)
+            for m, v in self.views.items()
         }
-        head = {m: HeadConfig(d, cfg.dim, cfg.hidden, cfg.dropout) for m, d in dims.items()}
-        self.nets = AVNets(
-            head["audio"],
-            head["visual"],
-            len(self.classes),
-            cfg.classifier_scale,
-            tails={m: c.tail for m, c in cuts.items()},
-        )
-        self.warm = init is not None
-        if init is not None:  # brings its own input standardisation: no pass over the data
-            self._warm_start(init)
-        else:
-            for m, v in self.views.items():
-                clean = cuts[m].features(v.clean()) if m in cuts else v.clean()
-                self.nets.head(m).fit_normalisation(torch.from_numpy(np.ascontiguousarray(clean)))
+        self.nets = AVNets(head["audio"], head["visual"], len(self.classes), cfg.classifier_scale)
+        for m, v in self.views.items():
+            clean = torch.from_numpy(np.ascontiguousarray(v.clean()))
+            self.nets.head(m).fit_normalisation(clean)
         self.teacher = make_teacher(cfg.teacher, self.nets, cfg.ema_decay)
-        tail_params = [p for m in cuts for p in self.nets.tail(m).parameters()]
-        tail_ids = {id(p) for p in tail_params}
-        groups: list[dict[str, Any]] = [
-            {
-                "params": [p for p in self.nets.parameters() if id(p) not in tail_ids],
-                "lr_scale": 1.0,
-                "name": "heads",
-            }
-        ]
-        if tail_params:
-            groups.append(
-                {"params": tail_params, "lr_scale": cfg.backbone_lr_scale, "name": "backbone"}
-            )
-        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(
+            self.nets.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.objective = Objective(cfg, len(self.classes))
+        self.steps_per_epoch = len(self._batches(np.random.default_rng(0)))
+        self.step_at: StepSchedule | None = None
+        if cfg.lr_schedule == "one-cycle":
+            self.step_at = one_cycle(cfg.lr, cfg.epochs * self.steps_per_epoch)
         self.lr_at = (
             cosine_lr(cfg.lr, cfg.epochs) if cfg.lr_schedule == "cosine" else constant(cfg.lr)
         )
         w, r = cfg.warmup_epochs, cfg.ramp_epochs
         self.share_at = labeled_share(w, r, cfg.labeled_floor) if cfg.progressive else constant(1)
-        self.soft_at = soft_weight(w, r) if cfg.uses_unlabeled else constant(0.0)
+        self.soft_at = soft_weight(w, r) if cfg.use_cross_soft or cfg.use_distill else constant(0.0)
 
         self.ckpt_dir = out_dir / CHECKPOINT_DIR
         self.start = 0
@@ -314,16 +285,6 @@ class _Run:
         self.stopped, self.finished = False, False
         self.partner = np.arange(len(features))
 
-    def _warm_start(self, init: dict[str, Tensor]) -> None:
-        own = self.nets.state_dict()
-        wanted = {
-            k: v for k, v in init.items() if not k.startswith(("audio_tail.", "visual_tail."))
-        }
-        for k, v in wanted.items():
-            if k not in own or own[k].shape != v.shape:
-                raise UsageError(f"cannot warm-start: {k} does not match this run's networks")
-        self.nets.load_state_dict(wanted, strict=False)
-
     # -------------------------------------------------------------------------- driver
     def run(self, resume: bool, progress: ProgressCallback | None) -> TrainResult:
         if resume and ckpt.has_checkpoint(self.ckpt_dir):
@@ -331,8 +292,6 @@ class _Run:
             log.info("resuming %s after epoch %d", self.out_dir, self.start - 1)
         else:
             ckpt.clear_checkpoint(self.ckpt_dir)
-            if self.warm and self.cuts and self.cfg.keep_better_heads:
-                self._score_warm_start()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._rewrite_log()
         epoch = self.start
@@ -349,19 +308,33 @@ class _Run:
             epoch += 1
         return self._finish()
 
+    def _set_lr(self, epoch: int, step: int) -> float:
+        """Set (and return) the learning rate of step ``step`` of ``epoch``; a per-step
+        schedule sets Adam's β₁ too."""
+        if self.step_at is None:
+            lr = self.lr_at(epoch)
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            return lr
+        lr, beta1 = self.step_at(epoch * self.steps_per_epoch + step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+            group["betas"] = (beta1, group["betas"][1])
+        return lr
+
     def _epoch(self, epoch: int) -> EpochRecord:
         cfg, t0 = self.cfg, time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1_000_003 + epoch + 1)
-        lr, share, w_soft = self.lr_at(epoch), self.share_at(epoch), self.soft_at(epoch)
-        for group in self.opt.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        share, w_soft = self.share_at(epoch), self.soft_at(epoch)
+        lr = self._set_lr(epoch, 0)
         self.nets.train()
         sums: dict[str, float] = {}
         batches = self._batches(rng)
         self.partner = self._partners(rng)
         self.drawn = {m: v.draw(rng) for m, v in self.views.items()}
-        for batch in batches:
+        for step, batch in enumerate(batches):
+            self._set_lr(epoch, step)
             for key, value in self._step(batch, share, w_soft).items():
                 sums[key] = sums.get(key, 0.0) + value
         self.teacher.end_epoch(self.nets)
@@ -428,21 +401,12 @@ class _Run:
         if self.val is None:
             return None
         report = evaluate_cross_modal(
-            embed_tower(self.nets, "audio", self.val.audio.clean()),
+            embed(self.nets.audio, self.val.audio.clean()),
             self.val.labels,
-            embed_tower(self.nets, "visual", self.val.visual.clean()),
+            embed(self.nets.visual, self.val.visual.clean()),
             self.val.labels,
         )
         return {"map": report.map, "a2v_map": report.a2v_map, "v2a_map": report.v2a_map}
-
-    def _score_warm_start(self) -> None:
-        """Fine-tuning from a warm start competes with it: the warm start (unchanged
-        backbones) is "epoch -1", kept if no epoch beats its validation MAP. Tail training
-        can hurt on few labels (one leave-one-speaker-out fold at ratio 0.1 fell from 0.59
-        to 0.24 MAP), and such a model must not replace a better one."""
-        val = self._validate()
-        if val is not None:
-            self._keep_best(-1, val["map"])
 
     def _keep_best(self, epoch: int, score: float | None) -> None:
         self.best_map, self.best_epoch, self.bad_epochs = score, epoch, 0
@@ -450,15 +414,13 @@ class _Run:
 
     def _track_best(self, epoch: int, val: dict[str, float] | None) -> None:
         score = None if val is None else val["map"]
-        # against the warm start a tie goes to the fine-tuned epoch (asked for, and not worse)
-        beats = self.best_map is None or score is None or score > self.best_map
-        if beats or (self.best_epoch == -1 and score == self.best_map):
+        if self.best_map is None or score is None or score > self.best_map:
             self._keep_best(epoch, score)
         else:
             self.bad_epochs += 1
         cfg = self.cfg
         schedule_done = epoch + 1 >= cfg.warmup_epochs + cfg.ramp_epochs or not (
-            cfg.progressive or cfg.uses_unlabeled
+            cfg.progressive or cfg.use_cross_soft or cfg.use_distill
         )
         if cfg.patience and val is not None and self.bad_epochs >= cfg.patience and schedule_done:
             self.stopped = True
@@ -502,19 +464,6 @@ class _Run:
         self.stopped, self.finished = bool(meta["stopped_early"]), bool(meta["finished"])
         self.history = [EpochRecord.from_json(r) for r in meta["history"]]
 
-    def _save_backbones(self) -> ModelConfig:
-        """Write each fine-tuned backbone (whole, safetensors) into the model directory and
-        point the template's tower at it."""
-        template = self.template
-        for m, cut in sorted(self.cuts.items()):
-            name = BACKBONE_FILES[m]
-            path = self.out_dir / name
-            save_backbone_state(cut.backbone, path)
-            tower = getattr(template, m)
-            tower = replace(tower, backbone_weights=name, backbone_sha256=sha256_file(path))
-            template = replace(template, **{m: tower})
-        return template
-
     def _rewrite_log(self) -> None:
         lines = "".join(json.dumps(r.to_json()) + "\n" for r in self.history)
         tmp = self.out_dir / f".{LOG_NAME}.tmp"
@@ -525,10 +474,8 @@ class _Run:
         if self.best_state is not None:
             self.nets.load_state_dict(self.best_state, strict=True)
         self.nets.eval()
-        # best epoch -1: the warm start won, its backbones are the unchanged ones
-        template = self._save_backbones() if self.best_epoch >= 0 else self.template
         model_config = build_model_config(
-            template,
+            self.template,
             self.cfg,
             self.nets,
             self.info,

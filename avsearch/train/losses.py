@@ -1,4 +1,4 @@
-"""Distances, index triplets, reducers and the losses of the PSD objective (docs/method.md).
+"""Distances, index triplets, reducers and the training losses (docs/method.md).
 
 Composed like pytorch-metric-learning: a loss takes a ``distance`` and a ``reducer``; miners
 (``avsearch.train.miners``) return ``Triplets`` of indices that a loss consumes. Cross-modal
@@ -166,3 +166,38 @@ class PairedDistanceLoss(nn.Module):
         if x.shape[0] == 0:
             return (x.sum() + z.sum()) * 0.0
         return (x - z).pow(2).sum(dim=-1).mean()
+
+
+class CrossModalInfoNCELoss(nn.Module):
+    """Supervised cross-modal InfoNCE over a batch of audio and visual embeddings.
+
+    With logits S_ij = cos(x_i, z_j) / τ and a boolean positive matrix P (P_ij: audio i and
+    visual j match; every row and column needs at least one), the target of audio anchor i is
+    uniform over its positives, and likewise for visual anchor j:
+
+        l_nce = ½ [ mean_i −Σ_j (P_ij / |P_i·|) log softmax_j(S_i·)
+                  + mean_j −Σ_i (P_ij / |P_·j|) log softmax_i(S_·j) ]
+    """
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, x: Tensor, z: Tensor, positives: Tensor) -> Tensor:
+        if x.shape[0] == 0:
+            return (x.sum() + z.sum()) * 0.0
+        pos = positives.to(x.dtype)
+        if bool((pos.sum(1) == 0).any()) or bool((pos.sum(0) == 0).any()):
+            raise ValueError("every audio and every visual item needs at least one positive")
+        logits = F.normalize(x, dim=-1) @ F.normalize(z, dim=-1).T / self.temperature
+        a2v = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+        v2a = -(pos / pos.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
+        return 0.5 * (a2v + v2a)
+
+
+def label_positives(codes: Tensor, known: Tensor) -> Tensor:
+    """[B, B] positives of a batch: pair i with itself, and with every pair j of the same
+    label when both labels are known (``known``; ``codes`` < 0 are unknown)."""
+    both = known[:, None] & known[None, :]
+    same = (codes[:, None] == codes[None, :]) & both
+    return same | torch.eye(len(codes), dtype=torch.bool, device=codes.device)

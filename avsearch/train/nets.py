@@ -2,10 +2,7 @@
 
 ``AVNets`` bundles the audio head f_a, the visual head f_v (``ProjectionHead``: standardise,
 MLP, L2-normalise) and the classifier g shared by both modalities, so a teacher can be one
-deep copy of the whole student. When a backbone is fine-tuned, its trainable tail
-(:class:`avsearch.encoders.cut.Tail`: stored activations -> backbone features) sits in front
-of that tower's head and is part of the student (and of the teacher's copy); otherwise the
-tower's input is the backbone features themselves.
+deep copy of the whole student. The towers' inputs are the frozen backbones' features.
 """
 
 from __future__ import annotations
@@ -36,33 +33,20 @@ class AVNets(nn.Module):
         visual: HeadConfig,
         n_classes: int,
         classifier_scale: float,
-        tails: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        tails = tails or {}
-        unknown = set(tails) - {"audio", "visual"}
-        if unknown:
-            raise ValueError(f"tails are keyed 'audio' / 'visual', not {sorted(unknown)}")
         if audio.out_dim != visual.out_dim:
             raise ValueError(f"head output dims differ: {audio.out_dim} vs {visual.out_dim}")
         self.audio = ProjectionHead(audio)
         self.visual = ProjectionHead(visual)
         self.classifier = CosineClassifier(audio.out_dim, n_classes, classifier_scale)
-        self.audio_tail: nn.Module = tails.get("audio", nn.Identity())
-        self.visual_tail: nn.Module = tails.get("visual", nn.Identity())
-
-    def tail(self, modality: str) -> nn.Module:
-        return self.audio_tail if modality == "audio" else self.visual_tail
 
     def head(self, modality: str) -> ProjectionHead:
         return self.audio if modality == "audio" else self.visual
 
-    def has_tail(self, modality: str) -> bool:
-        return not isinstance(self.tail(modality), nn.Identity)
-
     def forward(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
         """(x, z): the L2-normalised audio and visual embeddings."""
-        return self.audio(self.audio_tail(audio)), self.visual(self.visual_tail(visual))
+        return self.audio(audio), self.visual(visual)
 
     @torch.no_grad()
     def distributions(

@@ -1,4 +1,4 @@
-"""The objective of one batch: the PSD loss parts composed from losses, miners and teacher.
+"""The objective of one batch: the loss parts composed from losses, miners and teacher.
 
 ``Objective(cfg, n_classes)(nets, teacher, audio, visual, codes, share, w_soft)`` splits the
 batch into labeled items in use and the soft set, mines triplets, and returns the weighted
@@ -17,17 +17,19 @@ from torch import Tensor
 
 from avsearch.train.config import TrainConfig
 from avsearch.train.losses import (
+    CrossModalInfoNCELoss,
     CrossModalTripletLoss,
     DecorrelationLoss,
     DistillationLoss,
     LabelLoss,
     PairedDistanceLoss,
+    label_positives,
 )
 from avsearch.train.miners import LabelTripletMiner, SoftAlignmentMiner
 from avsearch.train.nets import AVNets
 from avsearch.train.teacher import EMATeacher
 
-PARTS = ("lab", "cross_hard", "cross_soft", "sd", "dis")
+PARTS = ("lab", "nce", "cross_hard", "cross_soft", "sd", "dis")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Objective:
             cfg.soft_miner, cfg.margin, cfg.soft_pos_threshold, cfg.soft_neg_threshold
         )
         self.distill = DistillationLoss(cfg.temperature)
+        self.nce = CrossModalInfoNCELoss(cfg.nce_temperature)
         self.dis = (
             DecorrelationLoss(cfg.dis_offdiag)
             if cfg.dis_mode == "decorrelation"
@@ -84,6 +87,10 @@ class Objective:
         counts: dict[str, int] = {}
         if cfg.use_lab and len(use):
             parts["lab"] = self.label_loss(la[use], lv[use], codes[use])
+        if cfg.use_nce:
+            known = torch.zeros(len(codes), dtype=torch.bool)
+            known[use] = True
+            parts["nce"] = self.nce(x, z, label_positives(codes, known))
         if cfg.use_cross_hard and len(use):
             y = codes[use]
             t_av = self.miner.mine(x[use], y, z[use], y).remap(use, use)
@@ -110,6 +117,7 @@ class Objective:
             parts["dis"] = self.dis(x, z)
         weights = {
             "lab": cfg.w_lab,
+            "nce": cfg.w_nce,
             "cross_hard": cfg.w_cross,
             "cross_soft": cfg.w_cross * w_soft,
             "sd": cfg.w_sd * w_soft,

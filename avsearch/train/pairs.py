@@ -4,7 +4,9 @@ Every file is decoded once and its windows' backbone features are cached in the 
 directory (:class:`avsearch.store.features.FeatureCache`), so a second run decodes nothing.
 
 Pairs:
-- a video window gives the pair (its audio, its centre frame): a real audio-visual pair;
+- a video window gives the pair (its audio, its centre frame): a real audio-visual pair, with
+  the video's label when it has one, else as an unlabeled pair (label ``UNLABELED``), which
+  methods that learn from unlabeled pairs use (``psd``'s soft part, ``infonce``);
 - separate sounds and images (audio files, image files) are paired **within a label**: each
   audio window is paired with a visual item of the same label, drawn seeded and cycling through
   that label's visual items (the AV-Digits construction). A sound or image whose label is
@@ -13,9 +15,11 @@ Pairs:
 Labels come from a CSV (``path,label``) or each file's parent folder name. Hiding labels for
 ``--labeled-ratio`` happens later, on the pairs: hidden pairs still train as unlabeled pairs.
 
-With augmentation or fine-tuning, :func:`add_views` replaces a modality's cached feature
-vectors by per-window *views* (``[V, ...]``: features of V augmented versions, or the
-activations at the cut of a fine-tuned backbone). Those are computed from a fresh decode:
+Decoding and feature extraction are the stages of :mod:`avsearch.stages` (reader, mapper,
+feature-cache writer), as for ``embed``. With augmentation or fine-tuning, :func:`add_views`
+replaces a modality's cached feature vectors by per-window *views* (``[V, ...]``: features of V
+augmented versions, or the activations at the cut of a fine-tuned backbone). Those are computed
+from a fresh decode:
 the feature cache only holds features of the un-augmented windows through the pretrained
 backbones, so it is bypassed for fine-tuned or augmented towers and used for the others.
 ``build_pairs`` works on either (it stacks whatever each window holds).
@@ -24,19 +28,25 @@ backbones, so it is bypassed for fine-tuned or augmented towers and used for the
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from avsearch.encoders.backbones import Backbones
 from avsearch.errors import MediaError, UsageError
-from avsearch.media.decode import WindowSpec, file_pieces
-from avsearch.media.discover import MediaFile, content_hash, discover, read_problem
+from avsearch.media.discover import MediaFile, discover
+from avsearch.media.segment import WindowSpec
+from avsearch.stages.mapper import Mapper
+from avsearch.stages.reader import DONE, PIECE, Job, Reader, new_jobs
+from avsearch.stages.runner import run
+from avsearch.stages.writers import FeatureWriter, ViewEncoder, write_views
 from avsearch.store.features import CachedWindow, FeatureCache
+
+if TYPE_CHECKING:
+    from avsearch.encoders.backbones import Backbones
+    from avsearch.media.decode import Piece
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +78,11 @@ def extract_features(
     progress: Callable[[str, dict[str, Any]], None] | None = None,
     image_size: int = 224,
     batch_size: int = 32,
+    workers: int = 2,
 ) -> tuple[list[FileFeatures], ExtractStats]:
+    """The backbone features of every window of the media files under ``paths``, in the
+    order found: from the feature cache in ``cache_dir``, else read, mapped (features only)
+    and written to it by the stages (:mod:`avsearch.stages`)."""
     report = progress or (lambda e, d: None)
     roots = [p.expanduser().resolve() for p in paths]
     for root in roots:
@@ -76,66 +90,45 @@ def extract_features(
             raise UsageError(f"{root} does not exist")
     files = list(discover(roots, exclude=[cache_dir]))
     report("discovered", {"files": len(files)})
+    jobs, unread = new_jobs(files)
     stats = ExtractStats(files=len(files))
+    for failure in unread:  # a dangling link, a FIFO, a file gone since the walk: never opened
+        stats.failures.append((failure.path, failure.reason))
+        log.warning("skipping %s: %s", failure.path, failure.reason)
+        report("file", {"path": failure.path, "ok": False})
     key = backbones.key(spec.samples)
+    windows: dict[int, list[CachedWindow]] = {}
     cache = FeatureCache(cache_dir / FEATURES_DB)
-    out: list[FileFeatures] = []
     try:
-        for f in files:
-            try:
-                if f.problem is not None:  # a dangling link, a FIFO, ...: never opened
-                    raise MediaError(f.path, f.problem)
-                try:
-                    digest = content_hash(f.path)
-                except OSError as exc:  # vanished or unreadable since the walk
-                    raise MediaError(f.path, read_problem(exc)) from exc
-            except MediaError as exc:
-                stats.failures.append((str(f.path), exc.reason))
-                log.warning("skipping %s: %s", f.path, exc.reason)
-                report("file", {"path": str(f.path), "ok": False})
-                continue
-            windows = cache.get(digest, key)
-            if windows is None:
-                try:
-                    windows = _encode_file(f, backbones, spec, image_size, batch_size)
-                except MediaError as exc:
-                    stats.failures.append((str(f.path), exc.reason))
-                    log.warning("skipping %s: %s", f.path, exc.reason)
-                    report("file", {"path": str(f.path), "ok": False})
-                    continue
-                cache.put(digest, key, windows)
-                stats.decoded += 1
-            else:
-                stats.from_cache += 1
-            out.append(FileFeatures(f, labels(f.path), windows))
-            report("file", {"path": str(f.path), "ok": True})
+        for j, job in enumerate(jobs):
+            if (hit := cache.get(job.digest, key)) is not None:
+                windows[j] = hit
+                report("file", {"path": str(job.file.path), "ok": True})
+        stats.from_cache = len(windows)
+        todo = [j for j in range(len(jobs)) if j not in windows]
+        if todo:
+            read = [jobs[j] for j in todo]
+            decoded: dict[int, list[CachedWindow]] = {}
+            failed = run(
+                read,
+                Reader(read, spec, image_size, workers),
+                Mapper(backbones, batch_size, features=True, heads=False),
+                [FeatureWriter(cache, key, read, kept=decoded)],
+                report=report,
+                commit_every=5.0,
+            )
+            windows.update({todo[k]: w for k, w in decoded.items()})
+            stats.decoded = len(decoded)
+            stats.failures += [(str(read[k].file.path), why) for k, why in failed.items()]
     finally:
         cache.close()
+    out = [
+        FileFeatures(jobs[j].file, labels(jobs[j].file.path), windows[j]) for j in sorted(windows)
+    ]
     return out, stats
 
 
-def _encode_file(
-    f: MediaFile, backbones: Backbones, spec: WindowSpec, image_size: int, batch_size: int
-) -> list[CachedWindow]:
-    pieces = list(file_pieces(f.path, f.kind, spec, image_size))
-    if not pieces:
-        raise MediaError(f.path, "no audio or video stream")
-    windows: list[CachedWindow] = []
-    for modality in ("audio", "visual"):
-        mine = [p for p in pieces if p.modality == modality]
-        for i in range(0, len(mine), batch_size):
-            chunk = mine[i : i + batch_size]
-            feats = backbones.features(modality, np.stack([p.data for p in chunk]))
-            windows += [
-                CachedWindow(modality, p.index, p.start, p.end, v, p.silent)
-                for p, v in zip(chunk, feats, strict=True)
-            ]
-    return windows
-
-
-Encoder = Callable[[str, np.ndarray, int], np.ndarray]
-"""(modality, raw batch, seed) -> [B, V, ...] views of each item; the seed is derived from
-the file's path and the batch's first window, so every window draws its own augmentation."""
+Encoder = ViewEncoder
 
 
 def add_views(
@@ -148,69 +141,62 @@ def add_views(
     progress: Callable[[str, dict[str, Any]], None] | None = None,
     batch_size: int = 32,
     failures: list[tuple[str, str]] | None = None,
+    workers: int = 2,
 ) -> int:
-    """Decode ``files`` again and set each window's vector of ``modalities`` to its views
-    (``encode``); the other modalities' vectors become one-view ``[1, D]`` arrays. Returns
-    the number of files decoded.
+    """Decode ``files`` again (the reader stage) and set each window's vector of
+    ``modalities`` to its views (``encode``; :func:`avsearch.stages.writers.write_views`); the
+    other modalities' vectors become one-view ``[1, D]`` arrays. Returns the number of files
+    decoded.
 
     A file that no longer decodes, or decodes to other windows than its cached features
     (changed on disk since), is reported, appended to ``failures`` as ``(path, reason)`` and
     removed from ``files``: the rest trains, as when the first pass skips a file."""
     report = progress or (lambda e, d: None)
-    if modalities:
-        report("discovered", {"files": len(files), "stage": "views"})
-    kept: list[FileFeatures] = []
-    for f in files:
-        views: dict[tuple[str, int], np.ndarray] = {}
-        if modalities:
-            try:
-                views = _file_views(f, modalities, encode, spec, image_size, batch_size)
-            except MediaError as exc:
-                log.warning("skipping %s in the views pass: %s", f.file.path, exc.reason)
-                if failures is not None:
-                    failures.append((str(f.file.path), exc.reason))
-                report("file", {"path": str(f.file.path), "ok": False})
+    if not modalities:
+        for f in files:
+            f.windows = write_views(f.file.path, f.windows, [], (), encode, batch_size)
+        return 0
+    report("discovered", {"files": len(files), "stage": "views"})
+    pieces: dict[int, list[Piece]] = {}
+    dropped: set[int] = set()
+    reader = Reader([Job(f.file, "new", "") for f in files], spec, image_size, workers)
+    try:
+        for event in reader:
+            if event is None:
                 continue
-            report("file", {"path": str(f.file.path), "ok": True})
-        f.windows = [
-            replace(w, vector=views[(w.modality, w.idx)])
-            if w.modality in modalities
-            else replace(w, vector=np.asarray(w.vector)[None])
-            for w in f.windows
-        ]
-        kept.append(f)
-    decoded = len(files) if modalities else 0
-    files[:] = kept
+            kind, j, payload = event
+            path = files[j].file.path
+            if kind == PIECE:
+                if payload.modality in modalities:
+                    pieces.setdefault(j, []).append(payload)
+                continue
+            try:
+                if kind != DONE:
+                    raise MediaError(path, payload)
+                got = pieces.pop(j, [])
+                files[j].windows = write_views(
+                    path, files[j].windows, got, modalities, encode, batch_size
+                )
+            except MediaError as exc:
+                pieces.pop(j, None)
+                dropped.add(j)
+                log.warning("skipping %s in the views pass: %s", path, exc.reason)
+                if failures is not None:
+                    failures.append((str(path), exc.reason))
+            report("file", {"path": str(path), "ok": j not in dropped})
+    finally:
+        reader.close()
+    decoded = len(files)
+    files[:] = [f for j, f in enumerate(files) if j not in dropped]
     return decoded
-
-
-def _file_views(
-    f: FileFeatures,
-    modalities: tuple[str, ...],
-    encode: Encoder,
-    spec: WindowSpec,
-    image_size: int,
-    batch_size: int,
-) -> dict[tuple[str, int], np.ndarray]:
-    views: dict[tuple[str, int], np.ndarray] = {}
-    pieces = list(file_pieces(f.file.path, f.file.kind, spec, image_size))
-    for modality in modalities:
-        wanted = {w.idx for w in f.windows if w.modality == modality}
-        chosen = [p for p in pieces if p.modality == modality and p.index in wanted]
-        if len(chosen) != len(wanted):
-            raise MediaError(f.file.path, "decoded differently from the cached features")
-        for i in range(0, len(chosen), batch_size):
-            chunk = chosen[i : i + batch_size]
-            seed = zlib.crc32(f"{f.file.path}#{modality}#{chunk[0].index}".encode())
-            out = encode(modality, np.stack([p.data for p in chunk]), seed)
-            for p, v in zip(chunk, out, strict=True):
-                views[(modality, p.index)] = v
-    return views
 
 
 def _stack(rows: list[np.ndarray]) -> np.ndarray:
     arr = np.stack(rows)
     return arr if arr.dtype == np.float16 else arr.astype(np.float32, copy=False)
+
+
+UNLABELED = -1  # the label of a pair whose video has none
 
 
 @dataclass
@@ -223,35 +209,40 @@ class BuiltPairs:
     video_pairs: int = 0
     label_pairs: int = 0
     unpaired: int = 0
+    unlabeled_pairs: int = 0  # video pairs without a label (label UNLABELED)
+
+    @property
+    def known(self) -> np.ndarray:
+        """Which pairs have a label."""
+        return self.labels != UNLABELED
 
 
 def build_pairs(files: list[FileFeatures], seed: int = 0) -> BuiltPairs:
-    """Video windows pair with themselves; separate sounds and images pair within a label."""
+    """Video windows pair with themselves (labeled or not); separate sounds and images pair
+    within a label."""
     rng = np.random.default_rng(seed)
     labelled = sorted({f.label for f in files if f.label is not None})
-    if not labelled:
-        raise UsageError(
-            "no labelled media: labels come from --labels CSV or the files' parent folder names"
-        )
     index = {name: i for i, name in enumerate(labelled)}
     a_rows: list[np.ndarray] = []
     v_rows: list[np.ndarray] = []
     ys: list[int] = []
     sources: list[str] = []
     video_pairs = 0
+    unlabeled_pairs = 0
     unpaired = 0
     loose_audio: dict[str, list[tuple[str, np.ndarray]]] = {}
     loose_visual: dict[str, list[np.ndarray]] = {}
     for f in files:
         audio = {w.idx: w for w in f.windows if w.modality == "audio"}
         visual = {w.idx: w for w in f.windows if w.modality == "visual"}
-        if f.file.kind == "video" and f.label is not None:
+        if f.file.kind == "video":
             for k in sorted(set(audio) & set(visual)):
                 a_rows.append(audio[k].vector)
                 v_rows.append(visual[k].vector)
-                ys.append(index[f.label])
+                ys.append(UNLABELED if f.label is None else index[f.label])
                 sources.append(f"{f.file.path}#{k}")
                 video_pairs += 1
+                unlabeled_pairs += f.label is None
             continue
         if f.label is None:
             unpaired += len(f.windows)
@@ -281,6 +272,8 @@ def build_pairs(files: list[FileFeatures], seed: int = 0) -> BuiltPairs:
             "no audio-visual pairs: give videos, or sounds and images that share labels",
             hint="labels come from --labels CSV or each file's parent folder",
         )
+    if not labelled and unlabeled_pairs < 2:
+        raise UsageError("too few pairs: no label, and fewer than 2 video windows")
     return BuiltPairs(
         _stack(a_rows),
         _stack(v_rows),
@@ -290,4 +283,5 @@ def build_pairs(files: list[FileFeatures], seed: int = 0) -> BuiltPairs:
         video_pairs,
         label_pairs,
         unpaired,
+        unlabeled_pairs,
     )

@@ -2,30 +2,32 @@
 
 Media mode: decode the folders once (backbone features cached in the index directory), form
 pairs (:mod:`avsearch.train.pairs`), hide labels for ``--labeled-ratio``, train the heads on top
-of the frozen default backbones, and write a model directory that ``embed --model DIR`` uses.
-With ``--augment`` or ``--finetune`` the files are decoded a second time to compute per-item
-views (:func:`avsearch.train.pairs.add_views`): features of augmented copies, or, for a
-fine-tuned backbone, the activations before its trainable blocks; fine-tuning then runs in
-two stages (:func:`avsearch.train.finetune_run.train_finetune`) and saves the fine-tuned
-backbones whole in the model directory.
+of the frozen backbones, and write a model directory that ``embed --model DIR`` uses. With
+``--augment`` the files are decoded a second time to compute per-item views through the same
+frozen backbones (:func:`avsearch.train.pairs.add_views`): view 0 as decoded, the others
+augmented copies (``avsearch.train.augment.DEFAULT_AUDIO_AUGMENT`` / ``DEFAULT_VISUAL_AUGMENT``).
 Feature mode (``--features file.h5``): train directly on precomputed features in one of the
 HDF5 layouts of :func:`avsearch.train.load_h5`; the test split, when present, is evaluated.
+
+Either way the model's ``config.yaml`` records, under ``training``, the command that made it
+(``command``, when the caller gives it: the CLI does) and the data it read (``data.files``,
+``data.digest``: :func:`data_record`), so the run can be repeated and checked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from avsearch.encoders.backbones import Backbones
-from avsearch.encoders.cut import BackboneCut, cut_backbone
-from avsearch.encoders.finetune import BNMode, block_count
 from avsearch.encoders.heads import HeadConfig
 from avsearch.encoders.model_dir import (
     ModelConfig,
@@ -38,9 +40,10 @@ from avsearch.encoders.registry import BACKBONES
 from avsearch.errors import UsageError
 from avsearch.evaluate import RetrievalReport
 from avsearch.evaluate_index import _lookup, folder_label, read_labels_csv
+from avsearch.media.discover import content_hash
 from avsearch.train import FeatureSet, TrainConfig, evaluate_heads, load_h5, mask_labels, train
-from avsearch.train.loop import EpochRecord
-from avsearch.train.pairs import Encoder, add_views, build_pairs, extract_features
+from avsearch.train.loop import EpochRecord, deterministic_torch
+from avsearch.train.pairs import BuiltPairs, Encoder, add_views, build_pairs, extract_features
 from avsearch.train.views import TrainData, Views, build_views
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,10 @@ class TrainSummary:
     best_val_map: float | None
     stopped_early: bool
     seconds_per_epoch: float
+    data: dict[str, Any] = field(default_factory=dict)  # files, digest
+    command: str | None = None
     media: dict[str, Any] = field(default_factory=dict)
     test: dict[str, Any] | None = None
-    finetune: dict[str, Any] | None = None  # fine-tuning / augmentation, when either is on
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -86,8 +90,7 @@ def labels_function(labels_csv: Path | None) -> Callable[[Path], str | None]:
 
 
 def media_template(name: str, cfg: TrainConfig | None = None) -> ModelConfig:
-    """Default backbones with their default weight files (hashes recorded); a fine-tuned
-    tower's weights are replaced by the run's own file when training ends."""
+    """Default backbones with their default weight files (hashes recorded)."""
     towers = {}
     audio = (cfg or TrainConfig()).audio_backbone
     for modality, backbone in (("audio", audio), ("visual", "efficientnet-lite0")):
@@ -95,96 +98,80 @@ def media_template(name: str, cfg: TrainConfig | None = None) -> ModelConfig:
         towers[modality] = TowerConfig(
             backbone, HeadConfig(info.dim), None, sha256_file(info.default_weights())
         )
-    description = f"frozen {audio} + EfficientNet-Lite0, heads trained by `avsearch train`"
-    if cfg is not None and cfg.finetuned:
-        names = {"audio": audio, "visual": "EfficientNet-Lite0"}
-        parts = [
-            f"{names[m]} (last {cfg.unfreeze_blocks} block(s) fine-tuned)"
-            if m in cfg.finetuned
-            else f"frozen {names[m]}"
-            for m in ("audio", "visual")
-        ]
-        description = f"{parts[0]} + {parts[1]}, heads trained by `avsearch train`"
     return ModelConfig(
         name=name,
         embedding_dim=128,
         audio=towers["audio"],
         visual=towers["visual"],
-        description=description,
+        description=f"frozen {audio} + EfficientNet-Lite0, heads trained by `avsearch train`",
     )
 
 
-def check_finetune_options(cfg: TrainConfig) -> None:
-    """``--unfreeze-blocks`` against the block count of each fine-tuned backbone (before any
-    decoding, so a bad value fails at once)."""
-    for modality in cfg.finetuned:
-        n = block_count(modality)
-        if cfg.unfreeze_blocks > n:
-            backbone = cfg.audio_backbone if modality == "audio" else "EfficientNet-Lite0"
-            raise UsageError(
-                f"--unfreeze-blocks must be in 1..{n} when fine-tuning the {modality} "
-                f"backbone ({backbone} has {n} blocks), got {cfg.unfreeze_blocks}"
-            )
+def data_record(roots: list[Path], files: list[Path]) -> dict[str, Any]:
+    """``{"files": n, "digest": "sha256:…"}`` of the training data: the sha256 of the JSON of
+    the sorted ``[path relative to its root, content hash]`` list (a root given as a file is
+    named by its file name), so the same files anywhere give the same digest."""
+    resolved = [r.expanduser().resolve() for r in roots]
+    entries = []
+    for path in files:
+        rel = path.name
+        for root in resolved:
+            if path == root:
+                break
+            if path.is_relative_to(root):
+                rel = path.relative_to(root).as_posix()
+                break
+        entries.append([rel, content_hash(path)])
+    entries.sort()
+    digest = hashlib.sha256(json.dumps(entries, ensure_ascii=False).encode()).hexdigest()
+    return {"files": len(entries), "digest": f"sha256:{digest}"}
 
 
-def _view_modalities(cfg: TrainConfig) -> tuple[str, ...]:
-    """Towers whose inputs are recomputed as views: the fine-tuned ones, and with
-    augmentation both."""
-    wanted = set(cfg.finetuned) | ({"audio", "visual"} if cfg.augment else set())
-    return tuple(m for m in ("audio", "visual") if m in wanted)
+def label_mask(pairs: BuiltPairs, ratio: float, seed: int) -> np.ndarray:
+    """Which pairs keep their label: a seeded share ``ratio`` of those that have one."""
+    known = pairs.known
+    mask = np.zeros(len(pairs.labels), dtype=bool)
+    if known.any():
+        mask[known] = mask_labels(pairs.labels[known], ratio, seed)
+    return mask
 
 
-def _view_encoder(
-    cfg: TrainConfig, backbones: Backbones, cuts: dict[str, BackboneCut], sample_rate: int
-) -> Encoder:
-    """(modality, raw batch, seed) -> ``[B, V, ...]``: activations at the cut (float16) of a
-    fine-tuned backbone, else backbone features (float32); views 1.. augmented."""
+def _view_encoder(cfg: TrainConfig, backbones: Backbones, sample_rate: int) -> Encoder:
+    """(modality, raw batch, seed) -> ``[B, V, D]`` backbone features; views 1.. augmented."""
     from avsearch.train.augment import (
-        AudioAugmentConfig,
-        VisualAugmentConfig,
+        DEFAULT_AUDIO_AUGMENT,
+        DEFAULT_VISUAL_AUGMENT,
         augment_audio,
         augment_images,
     )
 
-    audio_aug = AudioAugmentConfig(sample_rate=sample_rate)
-    visual_aug = VisualAugmentConfig()
+    audio_aug = replace(DEFAULT_AUDIO_AUGMENT, sample_rate=sample_rate)
 
     def augment(modality: str) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
         if modality == "audio":
             return lambda batch, rng: augment_audio(batch, audio_aug, rng)
-        return lambda batch, rng: augment_images(batch, visual_aug, rng)
+        return lambda batch, rng: augment_images(batch, DEFAULT_VISUAL_AUGMENT, rng)
 
     def encode(modality: str, batch: np.ndarray, seed: int) -> np.ndarray:
-        cut = cuts.get(modality)
-        enc = cut.activations if cut is not None else partial(backbones.features, modality)
         return build_views(
             batch,
-            enc,
+            partial(backbones.features, modality),
             n_views=cfg.n_views,
-            augment=augment(modality) if cfg.augment else None,
+            augment=augment(modality),
             seed=seed + (cfg.seed << 32),  # the window's own seed, and --seed
-            dtype=np.float16 if cut is not None else np.float32,
         ).data
 
     return encode
 
 
-def _cache_sentence(cfg: TrainConfig, recomputed: tuple[str, ...]) -> str:
-    """How the feature cache served the towers, e.g. "bypassed for the fine-tuned audio
-    tower (views recomputed); used for the visual tower"."""
-    bypassed = []
-    for kind, towers in (
-        ("fine-tuned", [m for m in recomputed if m in cfg.finetuned]),
-        ("augmented", [m for m in recomputed if m not in cfg.finetuned]),
-    ):
-        if towers:
-            plural = "s" if len(towers) > 1 else ""
-            bypassed.append(f"the {kind} {' and '.join(towers)} tower{plural}")
-    used = [f"the {m} tower" for m in ("audio", "visual") if m not in recomputed]
-    if not bypassed:
-        return "used for the audio and visual towers"
-    text = f"bypassed for {' and '.join(bypassed)} (views recomputed)"
-    return text + (f"; used for {used[0]}" if used else "")
+def _augmentation_info(cfg: TrainConfig) -> dict[str, Any]:
+    from avsearch.train.augment import DEFAULT_AUDIO_AUGMENT, DEFAULT_VISUAL_AUGMENT
+
+    return {
+        "views": cfg.n_views,
+        "audio": DEFAULT_AUDIO_AUGMENT.describe(),
+        "visual": DEFAULT_VISUAL_AUGMENT.describe(),
+    }
 
 
 def run_train_media(
@@ -195,81 +182,87 @@ def run_train_media(
     *,
     labels_csv: Path | None = None,
     resume: bool = False,
+    command: str | None = None,
     file_progress: Callable[[str, dict[str, Any]], None] | None = None,
     epoch_progress: Callable[[EpochRecord], None] | None = None,
 ) -> TrainSummary:
-    check_finetune_options(cfg)
+    """Train on media folders (module docstring); ``command`` is recorded in the model."""
     backbones = Backbones(audio=cfg.audio_backbone)
-    for modality in cfg.finetuned:
-        # load it now: first loaded under Backbones.features' inference mode, its weights
-        # would be inference tensors, which can never require gradients
-        getattr(backbones, modality)
     from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
     from avsearch.media.decode import WindowSpec
 
     spec = WindowSpec(WINDOW_SAMPLES, SAMPLE_RATE)
     labeler = labels_function(labels_csv)
-    files, stats = extract_features(
-        paths, index_dir, backbones, spec, labeler, progress=file_progress
-    )
-    if not files:
-        raise UsageError("no media files found", hint="give folders of videos, sounds, images")
-    recomputed = _view_modalities(cfg)
-    cuts: dict[str, BackboneCut] = {}
-    views_decoded = 0
-    if recomputed:
-        bn_mode = cast(BNMode, cfg.bn_mode)
-        cuts = {
-            m: cut_backbone(getattr(backbones, m), m, cfg.unfreeze_blocks, bn_mode)
-            for m in cfg.finetuned
-        }
-        encode = _view_encoder(cfg, backbones, cuts, SAMPLE_RATE)
-        views_decoded = add_views(
-            files, recomputed, encode, spec, progress=file_progress, failures=stats.failures
+    # backbone passes on one thread too: on 2, EfficientNet-Lite0 gave an image's features
+    # other last bits from run to run, and a re-run on a fresh index would train on them
+    with deterministic_torch():
+        files, stats = extract_features(
+            paths, index_dir, backbones, spec, labeler, progress=file_progress
         )
         if not files:
-            raise UsageError("no media file decoded a second time for the views; see above")
+            raise UsageError("no media files found", hint="give folders of videos, sounds, images")
+        views_decoded = 0
+        if cfg.augment:
+            encode = _view_encoder(cfg, backbones, SAMPLE_RATE)
+            views_decoded = add_views(
+                files,
+                ("audio", "visual"),
+                encode,
+                spec,
+                progress=file_progress,
+                failures=stats.failures,
+            )
+            if not files:
+                raise UsageError("no media file decoded a second time for the views; see above")
     pairs = build_pairs(files, seed=cfg.seed)
     data: FeatureSet | TrainData
-    if recomputed:
+    if cfg.augment:
         data = TrainData(Views(pairs.audio), Views(pairs.visual), pairs.labels)
     else:
         data = FeatureSet(pairs.audio, pairs.visual, pairs.labels)
-    mask = mask_labels(pairs.labels, cfg.labeled_ratio, cfg.seed)
-    info = {
-        "mode": "media",
-        "data": {
-            "paths": [str(p) for p in paths],
-            "labels": str(labels_csv) if labels_csv else "parent folder names",
-            "class_names": pairs.class_names,
-            "video_pairs": pairs.video_pairs,
-            "label_pairs": pairs.label_pairs,
-            "unpaired_windows": pairs.unpaired,
-        },
+    mask = label_mask(pairs, cfg.labeled_ratio, cfg.seed)
+    record = data_record(paths, [f.file.path for f in files])
+    data_info: dict[str, Any] = {
+        **record,
+        "paths": [str(p) for p in paths],
+        "labels": str(labels_csv) if labels_csv else "parent folder names",
+        "class_names": pairs.class_names,
+        "video_pairs": pairs.video_pairs,
+        "unlabeled_pairs": pairs.unlabeled_pairs,
+        "label_pairs": pairs.label_pairs,
+        "unpaired_windows": pairs.unpaired,
     }
-    common: dict[str, Any] = dict(
+    if labels_csv is not None:
+        data_info["labels_sha256"] = sha256_file(labels_csv)
+    info: dict[str, Any] = {"mode": "media"}
+    if command is not None:
+        info["command"] = command
+    info["data"] = data_info
+    if cfg.augment:
+        info["augmentation"] = _augmentation_info(cfg)
+    result = train(
+        data,
+        mask,
+        cfg,
+        out,
         resume=resume,
         progress=epoch_progress,
         model_template=media_template(out.name, cfg),
         training_info=info,
     )
-    if cuts:
-        from avsearch.train.finetune_run import train_finetune
-
-        assert isinstance(data, TrainData)
-        result = train_finetune(data, mask, cfg, out, cuts=cuts, **common)
-    else:
-        result = train(data, mask, cfg, out, **common)
     media = {
         "files": stats.files,
         "decoded": stats.decoded,
         "from_cache": stats.from_cache,
         "failed": [{"path": p, "reason": r} for p, r in stats.failures],
         "video_pairs": pairs.video_pairs,
+        "unlabeled_pairs": pairs.unlabeled_pairs,
         "label_pairs": pairs.label_pairs,
         "unpaired_windows": pairs.unpaired,
+        "views": cfg.n_views,
         "views_decoded": views_decoded,
-        "feature_cache": _cache_sentence(cfg, recomputed),
+        # views are augmented copies the cache (features of the windows as decoded) lacks
+        "feature_cache": "bypassed: views recomputed" if cfg.augment else "used",
     }
     return _summary(
         "media",
@@ -278,27 +271,10 @@ def run_train_media(
         len(data),
         int(mask.sum()),
         pairs.class_names,
+        data=record,
+        command=command,
         media=media,
-        finetune=_finetune_info(cfg, result) if recomputed else None,
     )
-
-
-def _finetune_info(cfg: TrainConfig, result: Any) -> dict[str, Any]:
-    tuned = list(cfg.finetuned)
-    towers = {"audio": result.model_config.audio, "visual": result.model_config.visual}
-    return {
-        "modalities": tuned,
-        "unfreeze_blocks": cfg.unfreeze_blocks if tuned else None,
-        "bn_mode": cfg.bn_mode if tuned else None,
-        "backbone_lr_scale": cfg.backbone_lr_scale if tuned else None,
-        "augment": cfg.augment,
-        "views": cfg.n_views,
-        "heads_epochs": cfg.epochs if tuned else None,
-        "tails_epochs": cfg.finetune_epochs if tuned else None,
-        "backbone_files": [towers[m].backbone_weights for m in tuned if towers[m].backbone_weights],
-        # the heads stage beat every tails epoch on validation: the backbones stay as they were
-        "kept_heads_stage": bool(tuned) and result.best_epoch == -1,
-    }
 
 
 def run_train_features(
@@ -307,17 +283,23 @@ def run_train_features(
     cfg: TrainConfig,
     *,
     resume: bool = False,
+    command: str | None = None,
     epoch_progress: Callable[[EpochRecord], None] | None = None,
 ) -> TrainSummary:
-    if cfg.finetuned or cfg.augment:
+    """Train on a feature file (module docstring); ``command`` is recorded in the model."""
+    if cfg.augment:
         raise UsageError(
-            "fine-tuning and augmentation need media, not feature files",
-            hint="give media folders instead of --features, or drop --finetune / --augment",
+            "augmentation needs media, not feature files",
+            hint="give media folders instead of --features, or drop --augment",
         )
     splits = load_h5(h5)
     data = splits["train"]
     mask = mask_labels(data.labels, cfg.labeled_ratio, cfg.seed)
-    info = {"mode": "features", "data": {"features": str(h5), "splits": sorted(splits)}}
+    record = data_record([h5], [h5.expanduser().resolve()])
+    info: dict[str, Any] = {"mode": "features"}
+    if command is not None:
+        info["command"] = command
+    info["data"] = {**record, "features": str(h5), "splits": sorted(splits)}
     result = train(
         data,
         mask,
@@ -336,7 +318,17 @@ def run_train_features(
         )
         test = report.to_json()
     classes = [str(c) for c in np.unique(data.labels)]
-    return _summary("features", result, cfg, len(data), int(mask.sum()), classes, test=test)
+    return _summary(
+        "features",
+        result,
+        cfg,
+        len(data),
+        int(mask.sum()),
+        classes,
+        data=record,
+        command=command,
+        test=test,
+    )
 
 
 def _summary(
@@ -374,14 +366,6 @@ def evaluate_feature_file(h5: Path, model_dir: Path, split: str = "test") -> Ret
         raise UsageError(f"{h5} has no {split!r} split (has: {', '.join(sorted(splits))})")
     data = splits[split]
     config = load_config(model_dir)
-    tuned = [m for m in ("audio", "visual") if getattr(config, m).backbone_weights]
-    if tuned:
-        raise UsageError(
-            f"{model_dir} has a fine-tuned {' and '.join(tuned)} backbone, but {h5} holds "
-            "features of an unchanged backbone, so its heads would be scored on inputs they "
-            "never see; evaluate it on media instead: avsearch embed --model "
-            f"{model_dir} FOLDER, then avsearch eval"
-        )
     audio_head, visual_head = load_heads(model_dir, config)
     for name, head, feats in (
         ("audio", audio_head, data.audio),

@@ -1,16 +1,14 @@
-"""Training inputs with augmented views, and trainable backbone tails in front of the heads.
+"""Training inputs with augmented views of each item, computed once through frozen backbones.
 
-A frozen tower trains on backbone features ``[N, D]``. With augmentation, each item has
-``V`` *views*: view 0 is the item as decoded, views 1..V-1 are augmented copies, all computed
+A tower trains on backbone features ``[N, D]``. With augmentation, each item has ``V``
+*views*: view 0 is the item as decoded, views 1..V-1 are augmented copies, all computed
 once before training; every epoch draws one view per item (seeded), so the heads see a
 different version of most items each epoch at the cost of ``V`` backbone passes per item in
-all, not one per epoch. A fine-tuned tower stores, instead of features, the activations at
-the cut before its trainable blocks (:mod:`avsearch.encoders.cut`), and its tail runs in
-every step.
+all, not one per epoch.
 
-``Views`` holds ``[N, V, *shape]`` (float16 or float32; float16 halves the memory of stored
-activations, compute is float32). ``TrainData`` pairs an audio and a visual ``Views`` with
-one label per pair (row i of each goes together), like ``FeatureSet`` does for features.
+``Views`` holds ``[N, V, D]`` (float16 or float32; compute is float32). ``TrainData`` pairs an
+audio and a visual ``Views`` with one label per pair (row i of each goes together), like
+``FeatureSet`` does for features.
 """
 
 from __future__ import annotations
@@ -146,7 +144,7 @@ def build_views(
     ``[N, n_views, *out]`` views: view 0 as given, view k ≥ 1 through ``augment`` with a
     generator seeded from ``(seed, k, chunk start)`` - the same seed gives the same views.
 
-    ``encode`` maps a chunk of raw inputs to backbone features or to activations at a cut;
+    ``encode`` maps a chunk of raw inputs to backbone features;
     ``progress`` is called with the number of items encoded after each chunk.
     """
     if n_views < 1:

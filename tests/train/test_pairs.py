@@ -1,3 +1,4 @@
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -6,17 +7,67 @@ import pytest
 from avsearch.encoders.backbones import Backbones
 from avsearch.errors import UsageError
 from avsearch.media.decode import WindowSpec
-from avsearch.train.pairs import add_views, build_pairs, extract_features
+from avsearch.media.discover import MediaFile
+from avsearch.store.features import CachedWindow
+from avsearch.train.pairs import (
+    UNLABELED,
+    FileFeatures,
+    add_views,
+    build_pairs,
+    extract_features,
+)
 from tests.mediagen import write_mp4, write_png, write_truncated, write_wav
 
-pytestmark = pytest.mark.slow
 SPEC = WindowSpec(44100, 44100)  # 1 s windows keep the test small
+
+
+def _file(name: str, kind: str, label: str | None, windows: dict[str, int]) -> FileFeatures:
+    """A file with ``windows[modality]`` windows whose vectors say where they come from."""
+    rows = [
+        CachedWindow(
+            m, k, float(k), k + 1.0, np.full(3, zlib.crc32(f"{name}#{m}#{k}".encode()), np.float32)
+        )
+        for m, count in windows.items()
+        for k in range(count)
+    ]
+    return FileFeatures(MediaFile(Path(f"/m/{name}"), kind, 1, 0), label, rows)  # type: ignore[arg-type]
+
+
+def test_unlabeled_videos_give_unlabeled_pairs() -> None:
+    files = [
+        _file("v1.mp4", "video", None, {"audio": 3, "visual": 3}),
+        _file("v2.mp4", "video", "dog", {"audio": 2, "visual": 2}),
+        _file("s.wav", "audio", "dog", {"audio": 2}),
+        _file("p.png", "image", "dog", {"visual": 1}),
+        _file("x.wav", "audio", None, {"audio": 1}),  # a loose sound without label: unpaired
+    ]
+    pairs = build_pairs(files, seed=0)
+    assert pairs.class_names == ["dog"]
+    assert (pairs.video_pairs, pairs.unlabeled_pairs, pairs.label_pairs) == (5, 3, 2)
+    assert pairs.unpaired == 1
+    assert pairs.labels.tolist() == [UNLABELED] * 3 + [0] * 4
+    assert pairs.known.tolist() == [False] * 3 + [True] * 4
+    # a video window pairs its own sound and frame
+    v1 = files[0].windows
+    assert np.array_equal(pairs.audio[1], v1[1].vector) and np.array_equal(
+        pairs.visual[1], v1[4].vector
+    )
+
+
+def test_videos_without_any_label_still_pair() -> None:
+    pairs = build_pairs([_file("v.mp4", "video", None, {"audio": 4, "visual": 4})], seed=0)
+    assert pairs.class_names == [] and pairs.unlabeled_pairs == 4 and not pairs.known.any()
+    with pytest.raises(UsageError, match="too few pairs"):
+        build_pairs([_file("v.mp4", "video", None, {"audio": 1, "visual": 1})])
+    with pytest.raises(UsageError, match="no audio-visual pairs"):
+        build_pairs([_file("s.wav", "audio", None, {"audio": 2})])
 
 
 def _parent(path: Path) -> str | None:
     return None if path.parent.name == "unsorted" else path.parent.name
 
 
+@pytest.mark.slow
 def test_features_are_cached_and_pairs_built(tmp_path: Path) -> None:
     media = tmp_path / "media"
     write_mp4(media / "red" / "v.mp4", seconds=3.0)
@@ -43,13 +94,7 @@ def test_features_are_cached_and_pairs_built(tmp_path: Path) -> None:
     assert pairs.audio.shape == (4, 512) and pairs.visual.shape == (4, 1280)
 
 
-def test_no_labels_is_a_usage_error(tmp_path: Path) -> None:
-    write_wav(tmp_path / "unsorted" / "x.wav", seconds=1.0)
-    files, _ = extract_features([tmp_path], tmp_path / "cache", Backbones(), SPEC, _parent)
-    with pytest.raises(UsageError, match="no labelled media"):
-        build_pairs(files)
-
-
+@pytest.mark.slow
 def test_a_file_that_fails_the_views_pass_is_skipped(tmp_path: Path) -> None:
     media = tmp_path / "media"
     for name in ("a", "b", "c"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from avsearch.errors import UsageError
-from avsearch.train.config import TrainConfig, for_method
+from avsearch.train.config import OptionValueError, TrainConfig, for_method
 
 
 def test_presets() -> None:
@@ -22,13 +22,21 @@ def test_presets() -> None:
     assert not ablated.use_dis and ablated.use_cross_soft
     assert TrainConfig.from_dict(psd.to_dict()) == psd
     assert psd.replace(epochs=3).epochs == 3
+    nce = for_method("infonce")
+    assert nce.use_nce and nce.use_lab and nce.uses_unlabeled and not nce.progressive
+    assert not (nce.use_cross_hard or nce.use_cross_soft or nce.use_distill or nce.use_dis)
+    # the default model's recipe (bench/train_default.py)
+    assert (nce.epochs, nce.batch_size, nce.lr, nce.lr_schedule) == (40, 256, 2e-3, "one-cycle")
+    assert (nce.weight_decay, nce.nce_temperature, nce.classifier_scale) == (1e-4, 0.1, 16.0)
+    assert for_method("infonce", epochs=3).epochs == 3
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"labeled_ratio": 1.5}, "--labeled-ratio must be in (0, 1], got 1.5"),
-        ({"labeled_ratio": 0.0}, "--labeled-ratio must be in (0, 1], got 0.0"),
+        ({"labeled_ratio": 1.5}, "--labeled-ratio must be in [0, 1], got 1.5"),
+        ({"labeled_ratio": 0.0}, "--labeled-ratio must be above 0 for --method psd"),
+        ({"nce_temperature": 0.0}, "--nce-temperature must be a positive number"),
         ({"epochs": 0}, "--epochs must be an integer ≥ 1, got 0"),
         ({"batch_size": 1}, "--batch-size must be an integer ≥ 2"),
         ({"dim": 2.5}, "--dim must be an integer"),
@@ -54,10 +62,27 @@ def test_validation_names_the_flag(overrides: dict[str, object], message: str) -
 
 
 def test_unknown_method() -> None:
-    with pytest.raises(UsageError, match="--method must be one of psd, triplet, supervised"):
+    with pytest.raises(UsageError, match="--method must be one of psd, triplet, supervised, inf"):
         for_method("contrastive")
     with pytest.raises(UsageError, match="--method"):
         TrainConfig(method="contrastive")
+
+
+def test_option_errors_can_be_renamed() -> None:
+    with pytest.raises(OptionValueError) as err:
+        for_method("psd", labeled_ratio=2)
+    assert err.value.option == "labeled_ratio"
+    assert str(err.value.named("train.labeled_ratio")) == (
+        "train.labeled_ratio must be in [0, 1], got 2"
+    )
+
+
+@pytest.mark.parametrize("method", ["psd", "triplet", "supervised"])
+def test_only_infonce_trains_without_labels(method: str) -> None:
+    assert for_method("infonce", labeled_ratio=0.0).labeled_ratio == 0.0
+    with pytest.raises(OptionValueError, match="--method infonce") as err:
+        for_method(method, labeled_ratio=0.0)
+    assert err.value.option == "labeled_ratio"
 
 
 def test_everything_off_is_refused() -> None:

@@ -38,10 +38,15 @@ def test_mask_labels_stratified_and_seeded() -> None:
     assert mask_labels(labels, 0.001, seed=0).sum() == 4  # at least one per class
 
 
-@pytest.mark.parametrize("ratio", [0.0, 1.5, -0.2])
+@pytest.mark.parametrize("ratio", [1.5, -0.2, 1.0001])
 def test_mask_labels_rejects_bad_ratio(ratio: float) -> None:
-    with pytest.raises(UsageError, match=r"--labeled-ratio must be in \(0, 1\]"):
+    with pytest.raises(UsageError, match=r"--labeled-ratio must be in \[0, 1\]"):
         mask_labels(np.zeros(5, dtype=int), ratio, 0)
+
+
+def test_mask_labels_ratio_zero_hides_every_label() -> None:
+    mask = mask_labels(np.arange(12) % 3, 0.0, 0)
+    assert mask.dtype == bool and mask.shape == (12,) and not mask.any()
 
 
 def test_split_validation_uses_labeled_items_only() -> None:

@@ -40,7 +40,7 @@ def log_lines(out: Path) -> list[dict[str, object]]:
     return records
 
 
-@pytest.mark.parametrize("method", ["supervised", "triplet", "psd"])
+@pytest.mark.parametrize("method", ["supervised", "triplet", "psd", "infonce"])
 def test_smoke_lowers_loss_and_beats_chance(
     tmp_path: Path, train_set: FeatureSet, test_set: FeatureSet, method: str
 ) -> None:
@@ -48,11 +48,13 @@ def test_smoke_lowers_loss_and_beats_chance(
     result = train(train_set, mask, tiny(method, epochs=6), tmp_path / method)
     first, last = result.history[0].losses, result.history[-1].losses
     assert last["lab"] < first["lab"]
-    if method != "supervised":
+    if method not in ("supervised", "infonce"):
         assert last["cross_hard"] < first["cross_hard"]
     if method == "psd":
         assert {"cross_soft", "sd", "dis"} <= set(last)
         assert result.history[-1].triplets["soft"] > 0
+    if method == "infonce":
+        assert last["nce"] < first["nce"] and set(last) == {"total", "lab", "nce"}
     report = evaluate_heads(
         result.audio_head,
         result.visual_head,
@@ -191,7 +193,7 @@ def test_bad_masks_are_usage_errors(tmp_path: Path, train_set: FeatureSet) -> No
     n = len(train_set)
     with pytest.raises(UsageError, match="bool array"):
         train(train_set, np.ones(n, dtype=int), tiny(), tmp_path)
-    with pytest.raises(UsageError, match="no item is labeled"):
+    with pytest.raises(UsageError, match="no pair is labeled: --method psd needs labels"):
         train(train_set, np.zeros(n, dtype=bool), tiny(), tmp_path)
     one_class = train_set.labels == 0
     with pytest.raises(UsageError, match="fewer than 2 classes"):
@@ -249,9 +251,76 @@ def test_repair_labeled_redraws_partners_within_class_only() -> None:
     for repair in (True, False):
         cfg = for_method("psd", epochs=1, repair_labeled=repair, val_fraction=0.0)
         template = check_template(None, fs, cfg)
-        run = _Run(TrainData.of(fs), mask, None, cfg, Path(tempfile.mkdtemp()), template, {}, {})
+        run = _Run(TrainData.of(fs), mask, None, cfg, Path(tempfile.mkdtemp()), template, {})
         partner = run._partners(np.random.default_rng(1))
         assert np.array_equal(partner[30:], np.arange(30, 60))  # unlabeled keep their own
         assert np.array_equal(labels[partner], labels)  # same class always
         assert np.all(mask[partner[:30]])  # labeled pairs draw from labeled pairs only
         assert (not np.array_equal(partner[:30], np.arange(30))) == repair
+
+
+def test_infonce_trains_without_any_label(
+    tmp_path: Path, train_set: FeatureSet, test_set: FeatureSet
+) -> None:
+    """Own pairs as the only positives (CLIP): the pairs of the clustered data share a class,
+    so retrieval by class beats chance; no classifier class, no validation."""
+    cfg = tiny("infonce", labeled_ratio=0.0, epochs=6, batch_size=64)
+    result = train(train_set, np.zeros(len(train_set), dtype=bool), cfg, tmp_path / "m")
+    assert result.classes == [] and result.best_val_map is None and result.best_epoch == 5
+    assert set(result.history[-1].losses) == {"total", "nce"}
+    assert result.history[-1].losses["nce"] < result.history[0].losses["nce"]
+    report = evaluate_heads(
+        result.audio_head,
+        result.visual_head,
+        test_set.audio,
+        test_set.labels,
+        test_set.visual,
+        test_set.labels,
+    )
+    assert report.map > 0.5  # chance ≈ 0.25
+    audio_head, _ = load_heads(tmp_path / "m", load_config(tmp_path / "m"))
+    assert torch.equal(audio_head.net[0].weight, result.audio_head.net[0].weight)
+    assert weights(tmp_path / "m")["classifier.weight"].shape == (0, 8)
+
+
+def test_infonce_resume_is_bit_identical(tmp_path: Path, train_set: FeatureSet) -> None:
+    """The one-cycle schedule (and Adam's β₁ with it) is a function of the step: a resumed run
+    continues it exactly."""
+    mask = mask_labels(train_set.labels, 0.5, seed=0)
+    cfg = tiny("infonce", epochs=4, batch_size=32)
+    train(train_set, mask, cfg, tmp_path / "full")
+
+    def interrupt(record: EpochRecord) -> None:
+        if record.epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(train_set, mask, cfg, tmp_path / "cut", progress=interrupt)
+    train(train_set, mask, cfg, tmp_path / "cut", resume=True)
+    assert_identical(weights(tmp_path / "full"), weights(tmp_path / "cut"))
+    assert log_lines(tmp_path / "full") == log_lines(tmp_path / "cut")
+    lrs = [r["lr"] for r in log_lines(tmp_path / "full")]
+    assert lrs[0] == pytest.approx(cfg.lr / 25) and lrs[1] > lrs[3] > lrs[0]
+
+
+def test_training_runs_deterministic_on_one_thread_and_restores(
+    tmp_path: Path, train_set: FeatureSet
+) -> None:
+    seen: list[tuple[int, bool]] = []
+
+    def look(record: EpochRecord) -> None:
+        seen.append((torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()))
+
+    torch.set_num_threads(2)
+    try:
+        train(
+            train_set,
+            mask_labels(train_set.labels, 0.5, 0),
+            tiny(epochs=2),
+            tmp_path,
+            progress=look,
+        )
+        assert seen == [(1, True), (1, True)]
+        assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_num_threads(1)

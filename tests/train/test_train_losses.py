@@ -9,6 +9,7 @@ import torch
 
 from avsearch.train.losses import (
     CosineDistance,
+    CrossModalInfoNCELoss,
     CrossModalTripletLoss,
     DecorrelationLoss,
     DistillationLoss,
@@ -16,6 +17,7 @@ from avsearch.train.losses import (
     PairedDistanceLoss,
     Triplets,
     avg_nonzero_reducer,
+    label_positives,
 )
 
 
@@ -98,3 +100,52 @@ def test_paired_distance_and_label_loss() -> None:
     logits = torch.tensor([[0.0, 0.0]])
     ce = LabelLoss()(logits, logits, torch.tensor([1]))
     assert ce.item() == pytest.approx(math.log(2))
+
+
+def test_infonce_by_hand() -> None:
+    # x = (1, 0), (0, 1); z = (1, 0), (0, 1): S = diag(1, 1) / τ with τ = 0.5, so
+    # S = [[2, 0], [0, 2]]. Own pairs only: every row and column is −log(e² / (e² + 1)).
+    x = t([1, 0], [0, 1])
+    eye = torch.eye(2, dtype=torch.bool)
+    loss = CrossModalInfoNCELoss(0.5)(x, x.clone(), eye)
+    own = -math.log(math.exp(2) / (math.exp(2) + 1))
+    assert float(loss) == pytest.approx(own)
+    # both items positives of each other: target ½, ½ per row: −½ [log p + log(1 − p)]
+    p = math.exp(2) / (math.exp(2) + 1)
+    both = CrossModalInfoNCELoss(0.5)(x, x.clone(), torch.ones(2, 2, dtype=torch.bool))
+    assert float(both) == pytest.approx(-0.5 * (math.log(p) + math.log(1 - p)))
+    # the two directions differ when P is not symmetric in its counts: rows of audio 0 have
+    # 2 positives, column 1 has 2
+    pos = torch.tensor([[True, True], [False, True]])
+    x2, z2 = t([1, 0], [0.6, 0.8]), t([0, 1], [1, 0])
+    s = (x2 @ z2.T) / 0.5
+    ls_r, ls_c = torch.log_softmax(s, 1), torch.log_softmax(s, 0)
+    a2v = -(0.5 * (ls_r[0, 0] + ls_r[0, 1]) + ls_r[1, 1]) / 2
+    v2a = -(ls_c[0, 0] + 0.5 * (ls_c[0, 1] + ls_c[1, 1])) / 2
+    got = CrossModalInfoNCELoss(0.5)(x2, z2, pos)
+    assert float(got) == pytest.approx(float(0.5 * (a2v + v2a)))
+
+
+def test_infonce_needs_a_positive_everywhere_and_has_gradients() -> None:
+    x = torch.randn(3, 4, requires_grad=True)
+    z = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="at least one positive"):
+        CrossModalInfoNCELoss()(x, z, torch.zeros(3, 3, dtype=torch.bool))
+    CrossModalInfoNCELoss()(x, z, torch.eye(3, dtype=torch.bool)).backward()
+    assert x.grad is not None and bool(x.grad.abs().sum() > 0)
+    empty = CrossModalInfoNCELoss()(x[:0], z[:0], torch.zeros(0, 0, dtype=torch.bool))
+    assert float(empty.detach()) == 0.0
+
+
+def test_label_positives() -> None:
+    codes = idx(0, 1, 0, -1, 0)
+    known = torch.tensor([True, True, True, False, False])  # item 4: label hidden
+    pos = label_positives(codes, known)
+    expected = [
+        [1, 0, 1, 0, 0],
+        [0, 1, 0, 0, 0],
+        [1, 0, 1, 0, 0],
+        [0, 0, 0, 1, 0],
+        [0, 0, 0, 0, 1],
+    ]
+    assert pos.tolist() == [[bool(v) for v in row] for row in expected]

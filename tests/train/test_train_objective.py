@@ -37,6 +37,7 @@ def batch() -> tuple[AVNets, torch.Tensor, torch.Tensor, torch.Tensor]:
         ("triplet", 1.0, {"lab", "cross_hard"}),
         ("psd", 0.0, {"lab", "cross_hard", "dis"}),
         ("psd", 0.5, {"lab", "cross_hard", "cross_soft", "sd", "dis"}),
+        ("infonce", 0.0, {"lab", "nce"}),
     ],
 )
 def test_parts_by_method(method: str, w_soft: float, parts: set[str]) -> None:
@@ -51,6 +52,7 @@ def test_parts_by_method(method: str, w_soft: float, parts: set[str]) -> None:
         "cross_soft": w_soft,
         "sd": cfg.w_sd * w_soft,
         "dis": cfg.w_dis,
+        "nce": cfg.w_nce,
     }
     expected = sum(weights[k] * float(t.detach()) for k, t in out.parts.items())
     assert float(out.total.detach()) == pytest.approx(expected, rel=1e-6)
@@ -67,3 +69,20 @@ def test_soft_part_off_when_no_soft_items() -> None:
         nets, make_teacher("ema", nets), a, v, labeled_only, 1.0, 1.0
     )
     assert "cross_soft" not in out.parts and "sd" not in out.parts
+
+
+def test_infonce_without_labels_is_the_pairs_alone() -> None:
+    nets, a, v, codes = batch()
+    out = Objective(for_method("infonce"), 3)(
+        nets, make_teacher("ema", nets), a, v, torch.full_like(codes, -1), 1.0, 0.0
+    )
+    assert set(out.parts) == {"nce"}
+    # own pairs only: the CLIP loss of the batch
+    x, z = nets(a, v)
+    logits = x @ z.T / 0.1
+    target = torch.arange(12)
+    clip = 0.5 * (
+        torch.nn.functional.cross_entropy(logits, target)
+        + torch.nn.functional.cross_entropy(logits.T, target)
+    )
+    assert float(out.parts["nce"].detach()) == pytest.approx(float(clip.detach()), rel=1e-5)

@@ -7,7 +7,14 @@ import torch
 
 from avsearch.encoders.heads import HeadConfig
 from avsearch.train.nets import AVNets
-from avsearch.train.schedule import constant, cosine_lr, labeled_share, progress, soft_weight
+from avsearch.train.schedule import (
+    constant,
+    cosine_lr,
+    labeled_share,
+    one_cycle,
+    progress,
+    soft_weight,
+)
 from avsearch.train.teacher import EMATeacher, SnapshotTeacher, make_teacher
 
 
@@ -98,3 +105,22 @@ def test_snapshot_teacher_changes_only_at_epoch_end() -> None:
     teacher.end_epoch(student)
     assert torch.equal(teacher.module.classifier.weight, student.classifier.weight)
     assert not teacher.module.training
+
+
+@pytest.mark.parametrize("total", [1, 7, 40])
+def test_one_cycle_matches_torch(total: int) -> None:
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([param], lr=2e-3)
+    reference = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=total)
+    mine = one_cycle(2e-3, total)
+    for step in range(total):
+        group = opt.param_groups[0]
+        lr, beta1 = mine(step)
+        assert lr == pytest.approx(group["lr"], rel=1e-12, abs=1e-18)
+        assert beta1 == pytest.approx(group["betas"][0], rel=1e-12)
+        opt.step()
+        if step < total - 1:
+            reference.step()
+    if total > 1:  # one step only: torch (and so this) starts in the annealing phase
+        assert mine(0)[0] == pytest.approx(2e-3 / 25)
+    assert max(mine(k)[0] for k in range(total)) <= 2e-3 * (1 + 1e-12)
