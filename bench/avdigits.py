@@ -250,7 +250,25 @@ def build_avdigits(
             split, record.written, record.skipped, removed,
         )  # fmt: skip
         paths.update({f"{split}/{kind}": out / split / kind for kind in KINDS})
+        write_labels(out / split)
     return paths
+
+
+def write_labels(split_dir: Path) -> Path:
+    """``labels.csv`` (``path,label``, paths relative to the split folder) of every file of a
+    split: its digit folder's name. With it, AV-Digits trains beside other labelled data in one
+    ``avsearch train ... --labels A.csv --labels B.csv`` command."""
+    rows = sorted(
+        f.relative_to(split_dir).as_posix()
+        for kind in KINDS
+        for f in (split_dir / kind).glob("*/*")
+        if f.is_file()
+    )
+    text = "path,label\n" + "".join(f"{r},{Path(r).parent.name}\n" for r in rows)
+    target = split_dir / "labels.csv"
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        _atomic_write(target, text.encode("utf-8"))
+    return target
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -54,7 +54,7 @@ def test_unknown_key_names_file_section_and_valid_keys(tmp_path: Path) -> None:
         c.section(values, "query")
     assert err.value.message == (
         f"{path}: unknown key 'tpo' in section `query:`; valid keys: model, top, start, end, "
-        "target, segments"
+        "target, segments, min_confidence, pad"
     )
     assert c.section(values, "embed") == {}  # another section is not checked for it
 
@@ -65,7 +65,11 @@ def test_unknown_key_names_file_section_and_valid_keys(tmp_path: Path) -> None:
         ("embed:\n  workers: two\n", "embed", "embed.workers in {p} must be an integer, got 'two'"),
         ("embed:\n  window: .nan\n", "embed", "embed.window in {p} must be a number"),
         ("query:\n  segments: 1\n", "query", "query.segments in {p} must be true or false"),
-        ("train:\n  labels: 3\n", "train", "train.labels in {p} must be a string, got 3"),
+        (
+            "train:\n  labels: 3\n",
+            "train",
+            "train.labels in {p} must be a string or a list of strings, got 3",
+        ),
         ("train:\n  labeled_ratio: x\n", "train", "train.labeled_ratio in {p} must be a number"),
     ],
 )

@@ -92,9 +92,9 @@ def test_the_cli_refuses_another_window_with_exit_3(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     args = ["--index", str(tmp_path / "index"), "embed", str(tmp_path / "empty"), "--model"]
     runner = CliRunner()
-    first = runner.invoke(app, [*args, "cepstra", "--window", "1.5"])
+    first = runner.invoke(app, [*args, "default", "--window", "1.5"])
     assert first.exit_code == 0, first.output
-    refused = runner.invoke(app, [*args, "cepstra", "--window", "2"])
+    refused = runner.invoke(app, [*args, "default", "--window", "2"])
     assert refused.exit_code == 3
     assert "1.500 s" in refused.stderr and "--rebuild" in refused.stderr
-    assert runner.invoke(app, [*args, "cepstra"]).exit_code == 0
+    assert runner.invoke(app, [*args, "default"]).exit_code == 0

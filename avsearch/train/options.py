@@ -52,6 +52,13 @@ class TrainPlan:
     command: str
 
 
+def label_files(value: str | list[str] | None) -> list[str]:
+    """The labels CSVs an option holds: none, one, or several (``--labels`` repeated)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
 def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
@@ -102,8 +109,9 @@ def train_command(paths: list[str], options: Any, cfg: TrainConfig, mode: str) -
     parts = ["avsearch", "train", *paths]
     if mode == "features":
         parts += ["--features", str(options.features)]
-    elif options.labels is not None:
-        parts += ["--labels", str(options.labels)]
+    else:
+        for csv_path in label_files(options.labels):
+            parts += ["--labels", csv_path]
     parts += ["--method", cfg.method, "--labeled-ratio", repr(float(cfg.labeled_ratio))]
     parts += ["--epochs", str(cfg.epochs), "--batch-size", str(cfg.batch_size)]
     parts += ["--dim", str(cfg.dim), "--seed", str(cfg.seed)]

@@ -7,9 +7,10 @@ Pairs:
 - a video window gives the pair (its audio, its centre frame): a real audio-visual pair, with
   the video's label when it has one, else as an unlabeled pair (label ``UNLABELED``), which
   methods that learn from unlabeled pairs use (``psd``'s soft part, ``infonce``);
-- separate sounds and images (audio files, image files) are paired **within a label**: each
-  audio window is paired with a visual item of the same label, drawn seeded and cycling through
-  that label's visual items (the AV-Digits construction). A sound or image whose label is
+- separate sounds and images (audio files, image files) are paired **within a label**: a
+  label's audio windows and visual items are matched up, the visual items in a seeded order,
+  the shorter side cycling, so every item of both sides is in at least one pair (the AV-Digits
+  construction, without leaving images out). A sound or image whose label is
   unknown cannot be paired this way and is left out (counted in ``BuiltPairs.unpaired``).
 
 Labels come from a CSV (``path,label``) or each file's parent folder name. Hiding labels for
@@ -258,7 +259,11 @@ def build_pairs(files: list[FileFeatures], seed: int = 0) -> BuiltPairs:
             unpaired += len(loose_audio[label])
             continue
         order = rng.permutation(len(visuals))
-        for n, (src, vec) in enumerate(loose_audio[label]):
+        sounds = loose_audio[label]
+        # every item of both sides is used: the shorter side cycles (500 images of a digit
+        # and 225 clips give 500 pairs, not 225 that leave 275 images out)
+        for n in range(max(len(sounds), len(visuals))):
+            src, vec = sounds[n % len(sounds)]
             a_rows.append(vec)
             v_rows.append(visuals[order[n % len(visuals)]])
             ys.append(index[label])

@@ -73,18 +73,30 @@ class TrainSummary:
         return dict(self.__dict__)
 
 
-def labels_function(labels_csv: Path | None) -> Callable[[Path], str | None]:
-    if labels_csv is None:
+def labels_function(labels_csv: Path | list[Path] | None) -> Callable[[Path], str | None]:
+    """Labels from CSVs (several are merged; a file two of them label differently is an error)
+    or, with none, from each file's parent folder name."""
+    files = [labels_csv] if isinstance(labels_csv, Path) else list(labels_csv or [])
+    if not files:
         return lambda p: folder_label(str(p))
-    table = read_labels_csv(labels_csv)
+    table: dict[str, str] = {}
+    for csv_path in files:
+        for key, label in read_labels_csv(csv_path).items():
+            if table.setdefault(key, label) != label:
+                raise UsageError(
+                    f"{key} is labelled {table[key]!r} by one labels file and {label!r} by "
+                    f"{csv_path}",
+                    hint="give each file one label",
+                )
     missing = [p for p in table if not Path(p).exists()]
     if missing:
         shown = ", ".join(missing[:3]) + (
             f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         )
         raise UsageError(
-            f"{labels_csv} names {len(missing)} file(s) that do not exist: {shown}",
-            hint="paths in the CSV are absolute or relative to the CSV's own folder",
+            f"{', '.join(map(str, files))} name(s) {len(missing)} file(s) that do not exist: "
+            f"{shown}",
+            hint="paths in a CSV are absolute or relative to the CSV's own folder",
         )
     return lambda p: _lookup(table, str(p))
 
@@ -180,7 +192,7 @@ def run_train_media(
     out: Path,
     cfg: TrainConfig,
     *,
-    labels_csv: Path | None = None,
+    labels_csv: Path | list[Path] | None = None,
     resume: bool = False,
     command: str | None = None,
     file_progress: Callable[[str, dict[str, Any]], None] | None = None,
@@ -188,11 +200,12 @@ def run_train_media(
 ) -> TrainSummary:
     """Train on media folders (module docstring); ``command`` is recorded in the model."""
     backbones = Backbones(audio=cfg.audio_backbone)
-    from avsearch.encoders.audio_frontend import SAMPLE_RATE, WINDOW_SAMPLES
     from avsearch.media.decode import WindowSpec
 
-    spec = WindowSpec(WINDOW_SAMPLES, SAMPLE_RATE)
-    labeler = labels_function(labels_csv)
+    audio_input = BACKBONES[cfg.audio_backbone].input  # the tower's own window and rate
+    spec = WindowSpec(audio_input.window_samples, audio_input.sample_rate)  # type: ignore[union-attr]
+    label_csvs = [labels_csv] if isinstance(labels_csv, Path) else list(labels_csv or [])
+    labeler = labels_function(label_csvs)
     # backbone passes on one thread too: on 2, EfficientNet-Lite0 gave an image's features
     # other last bits from run to run, and a re-run on a fresh index would train on them
     with deterministic_torch():
@@ -203,7 +216,7 @@ def run_train_media(
             raise UsageError("no media files found", hint="give folders of videos, sounds, images")
         views_decoded = 0
         if cfg.augment:
-            encode = _view_encoder(cfg, backbones, SAMPLE_RATE)
+            encode = _view_encoder(cfg, backbones, spec.sample_rate)
             views_decoded = add_views(
                 files,
                 ("audio", "visual"),
@@ -225,15 +238,15 @@ def run_train_media(
     data_info: dict[str, Any] = {
         **record,
         "paths": [str(p) for p in paths],
-        "labels": str(labels_csv) if labels_csv else "parent folder names",
+        "labels": [str(p) for p in label_csvs] or "parent folder names",
         "class_names": pairs.class_names,
         "video_pairs": pairs.video_pairs,
         "unlabeled_pairs": pairs.unlabeled_pairs,
         "label_pairs": pairs.label_pairs,
         "unpaired_windows": pairs.unpaired,
     }
-    if labels_csv is not None:
-        data_info["labels_sha256"] = sha256_file(labels_csv)
+    if label_csvs:
+        data_info["labels_sha256"] = [sha256_file(p) for p in label_csvs]
     info: dict[str, Any] = {"mode": "media"}
     if command is not None:
         info["command"] = command

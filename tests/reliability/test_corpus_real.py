@@ -98,7 +98,7 @@ def test_cli_embed_over_the_corpus(tmp_path: Path) -> None:
         assert "error" in json.loads(q.stdout.decode("utf-8")), bad.name
 
 
-@pytest.mark.parametrize("model", ["default", "cepstra"])
+@pytest.mark.parametrize("model", ["default", "speech"])
 def test_real_models_over_the_corpus(model: str, tmp_path: Path) -> None:
     """The whole corpus and 5 minutes of silence at 44.1 kHz through a shipped model: no
     crash, every outcome as with the fake model, no NaN or infinite vector from a real network.

@@ -89,9 +89,14 @@ def test_features_are_cached_and_pairs_built(tmp_path: Path) -> None:
     pairs = build_pairs(files, seed=0)
     assert pairs.class_names == ["blue", "red"]
     assert pairs.video_pairs == 3  # 3 one-second windows of the red video
-    assert pairs.label_pairs == 1  # the blue sound with a blue picture; red has no loose image
+    # the blue sound with each of the 2 blue pictures (every item of both sides is used, the
+    # shorter side cycles); red has no loose image
+    assert pairs.label_pairs == 2
     assert pairs.unpaired == 2 + 1  # red's 2 loose audio windows + the unlabelled sound
-    assert pairs.audio.shape == (4, 512) and pairs.visual.shape == (4, 1280)
+    assert pairs.audio.shape == (5, 512) and pairs.visual.shape == (5, 1280)
+    assert {v.tobytes() for v in pairs.visual[3:]} == {  # both pictures, once each
+        w.vector.tobytes() for f in files if f.file.kind == "image" for w in f.windows
+    }
 
 
 @pytest.mark.slow
