@@ -115,14 +115,19 @@ def mask_labels(labels: np.ndarray, ratio: float, seed: int) -> np.ndarray:
     return mask
 
 
+MIN_VALIDATION_CLASS = 10  # classes with fewer labeled items give none to validation
+
+
 def split_validation(
     labels: np.ndarray, label_mask: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, validation indices): a seeded, per-class share of the LABELED items.
 
-    Validation needs labels, so it is drawn from labeled items only: of a class with n_c ≥ 2
-    labeled items, min(n_c − 1, max(1, round(fraction · n_c))) go to validation, so every
-    class keeps at least one labeled training item. Unlabeled items always stay in training.
+    Validation needs labels, so it is drawn from labeled items only: of a class with
+    n_c ≥ ``MIN_VALIDATION_CLASS`` labeled items, max(1, round(fraction · n_c)) go to
+    validation. A smaller class keeps all its items for training: a concept with one photo and
+    two recordings (most of natural/) cannot spare one, and holding it out left the farm's dog
+    photo out of the default model's training. Unlabeled items always stay in training.
     """
     y = np.asarray(labels)
     mask = np.asarray(label_mask, dtype=bool)
@@ -131,9 +136,9 @@ def split_validation(
         rng = np.random.default_rng([seed, 7919])
         for label in np.unique(y[mask]):
             idx = np.flatnonzero(mask & (y == label))
-            if len(idx) < 2:
+            if len(idx) < MIN_VALIDATION_CLASS:
                 continue
-            k = min(len(idx) - 1, max(1, round(fraction * len(idx))))
+            k = max(1, round(fraction * len(idx)))
             val[rng.choice(idx, k, replace=False)] = True
     return np.flatnonzero(~val), np.flatnonzero(val)
 
