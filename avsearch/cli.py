@@ -113,18 +113,37 @@ def embed(
         float | None,
         typer.Option(help="Window length in seconds [the index's; new: audio backbone's ≈2.32 s]."),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Decode threads [2]; --engine ray: Ray workers, one CPU each [all]."),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
     rebuild: Annotated[
         bool | None,
         typer.Option("--rebuild", help="Drop an index built with another model and re-encode."),
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help='Encode here (local) or over Ray (ray; pip install -e ".[ray]").')
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="--engine ray: a Ray cluster's address [a local instance].")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            help="Glob of files/folders to keep out of the index and remove from it (by name, "
+            "path under the root, or /absolute path); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Index media: decode, cut into windows, encode audio and visual vectors, store them."""
+    from avsearch.engines import make_engine
     from avsearch.pipeline import run_embed
 
     st = _state(ctx)
     try:
+        where = make_engine(engine, address=address, workers=workers)
         cfg = cfgmod.build(
             cfgmod.EmbedConfig,
             cfgmod.section(st.file_config, "embed"),
@@ -134,10 +153,11 @@ def embed(
                 "workers": workers,
                 "batch_size": batch_size,
                 "rebuild": rebuild,
+                "exclude": exclude or None,
             },
         )
         with EmbedProgress(stderr, enabled=not st.quiet) as progress:
-            summary = run_embed(paths, st.index, cfg, progress=progress.update)
+            summary = run_embed(paths, st.index, cfg, progress=progress.update, engine=where)
     except AvsearchError as exc:
         raise _fail(exc, st.json) from exc
     except KeyboardInterrupt:
@@ -163,6 +183,11 @@ def _print_embed_summary(s: Any) -> None:
         f"files: {s.new} new, {s.updated} updated, {s.unchanged} unchanged, {s.moved} moved, "
         f"{s.removed} removed, {s.failed} failed"
     )
+    if s.refreshed:
+        out.print(
+            f"spaces: {s.refreshed} unchanged file(s) re-encoded for vector spaces the model "
+            "has and their segments lacked (from the feature cache when it held them)"
+        )
     out.print(
         f"segments: {s.segments} encoded ({s.audio_segments} audio, {s.visual_segments} visual); "
         f"index now holds {s.total_files} files, {s.total_segments} segments"
@@ -196,11 +221,47 @@ def query(
         bool | None, typer.Option("--segments", help="List raw segment hits, not one per file.")
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model [the index's own].")] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--min-confidence",
+            help="Drop hits below this confidence, 0..1 (none left: 'no good match').",
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write a self-contained results page (HTML) here."),
+    ] = None,
+    open_page: Annotated[
+        bool,
+        typer.Option("--open", help="Open the results page in the browser [a temp file]."),
+    ] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help="Also write each hit as a playable file into this folder."),
+    ] = None,
+    pad: Annotated[
+        float | None, typer.Option("--pad", help="--export: seconds around each hit [1].")
+    ] = None,
+    space: Annotated[
+        str | None,
+        typer.Option(
+            "--space",
+            help="Rank in one space alone: heads|native [a sound searching sounds, a picture "
+            "pictures: heads fused with the model's native space when it has one].",
+        ),
+    ] = None,
+    no_bridge: Annotated[
+        bool | None,
+        typer.Option("--no-bridge", help="Cross-modal: the heads alone, no zero-shot bridge."),
+    ] = None,
 ) -> None:
     """Find the items of the other modality nearest to an audio clip, image or video moment."""
+    from avsearch.cli_outputs import QueryOutputs
     from avsearch.query import run_query
 
     st = _state(ctx)
+    outputs = QueryOutputs(html, open_page, export, pad_flag=pad is not None)
     try:
         cfg = cfgmod.build(
             cfgmod.QueryConfig,
@@ -212,25 +273,47 @@ def query(
                 "target": target,
                 "segments": segments,
                 "model": model,
+                "min_confidence": min_confidence,
+                "pad": pad,
+                "space": space,
+                "no_bridge": no_bridge,
             },
         )
+        outputs.check()
         result = run_query(file, st.index, cfg)
+        written = outputs.write(result, file, cfg)
     except AvsearchError as exc:
         raise _fail(exc, st.json) from exc
+    if not st.quiet:
+        for line in written.lines:
+            stderr.print(escape(line), highlight=False)
     if st.json:
-        _emit_json(result.to_json())
-        return
+        _emit_json({**result.to_json(), **written.json})
+    else:
+        _print_query_result(result)
+    if written.partial:
+        raise typer.Exit(EXIT_PARTIAL)  # a hit's file could not be read for the page/export
+
+
+def _print_query_result(result: Any) -> None:
     if result.note:
-        stderr.print(f"[yellow]no results[/]: {result.note}", highlight=False)
+        label = "no good match" if result.no_good_match else "no results"
+        note = result.note.removeprefix("no good match: ")
+        stderr.print(f"[yellow]{label}[/]: {escape(note)}", highlight=False)
         return
-    table = Table(title=f"{result.query_modality} → {result.target}", title_justify="left")
+    if result.space_note:
+        stderr.print(f"note: {escape(result.space_note)}", highlight=False)
+    title = f"{result.query_modality} → {result.target} ({result.space} space)"
+    table = Table(title=title, title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
+    table.add_column("conf.", justify="right")
     table.add_column("path", overflow="fold")
     table.add_column("time", no_wrap=True)
     for h in result.results:
         span = "" if h.start is None else f"{h.start:.2f}–{h.end:.2f} s"
-        table.add_row(str(h.rank), f"{h.score:.3f}", Text(_short(h.path)), span)
+        conf = "–" if h.confidence is None else f"{h.confidence:.2f}"
+        table.add_row(str(h.rank), f"{h.score:.3f}", conf, Text(_short(h.path)), span)
     Console(soft_wrap=True).print(table)
 
 
@@ -247,6 +330,7 @@ def _short(path: str) -> str:
 def models(ctx: typer.Context) -> None:
     """List shipped models and the registered backbones (dimension, input, weight licence,
     whether their weights are installed)."""
+    from avsearch.encoders.model import describe_spaces
     from avsearch.encoders.model_dir import list_model_dirs, load_config
     from avsearch.encoders.registry import catalogue
 
@@ -255,6 +339,7 @@ def models(ctx: typer.Context) -> None:
     for d in list_model_dirs():
         try:
             c = load_config(d)
+            spaces = describe_spaces(c)
         except AvsearchError as exc:
             stderr.print(f"[yellow]unreadable model[/] {d}: {exc.message}")
             continue
@@ -266,6 +351,7 @@ def models(ctx: typer.Context) -> None:
                 "audio": c.audio.backbone,
                 "visual": c.visual.backbone,
                 "description": c.description,
+                "spaces": spaces,
             }
         )
     backbones = catalogue()
@@ -274,11 +360,22 @@ def models(ctx: typer.Context) -> None:
         return
     out = Console()
     t = Table(title="models", title_justify="left")
-    for col in ("name", "dim", "audio", "visual", "description"):
+    for col in ("name", "dim", "audio", "visual", "native", "bridge", "description"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["name"], str(r["dim"]), r["audio"], r["visual"], r["description"])
+        native, bridge = r["spaces"]["native"], r["spaces"]["bridge"]
+        native_text = (
+            "off" if "off" in native else ", ".join(f"{m} {v['dim']}-d" for m, v in native.items())
+        )
+        bridge_text = "off" if "off" in bridge else f"on ({bridge['bridge']})"
+        t.add_row(
+            r["name"], str(r["dim"]), r["audio"], r["visual"], native_text, bridge_text,
+            r["description"],
+        )  # fmt: skip
     out.print(t)
+    for r in rows:  # (why the bridge is off: --json has it per model too)
+        if "off" in r["spaces"]["bridge"]:
+            out.print(f"{r['name']}: no zero-shot bridge: {r['spaces']['bridge']['off']}")
     b = Table(title="backbones", title_justify="left")
     for col in ("name", "modality", "dim", "input", "licence", "weights", "description"):
         b.add_column(col)
@@ -412,7 +509,12 @@ def train_cmd(
         ),
     ] = None,
     labels: Annotated[
-        str | None, typer.Option("--labels", help="CSV path,label [parent folder names].")
+        list[str] | None,
+        typer.Option(
+            "--labels",
+            help="CSV path,label (repeat to merge several; a header may name path and "
+            "label/concept columns among others) [parent folder names].",
+        ),
     ] = None,
     features: Annotated[
         str | None, typer.Option("--features", help="HDF5 feature file (feature mode).")
@@ -459,16 +561,15 @@ def train_cmd(
     audio_backbone: Annotated[
         str | None,
         typer.Option(
-            help="Audio backbone (media mode): aisfx-words (aisfx + the EfficientWord-Net "
-            "spoken-word embedding; the default model's, by far the best for speech across "
-            "voices) | aisfx-cepstra (aisfx + an order-keeping cepstral template) | aisfx "
-            "[aisfx-words]."
+            help="Audio backbone (media mode), any audio entry of `avsearch models`: aisfx "
+            "(general sound, the default model's) | aisfx-words (+ the spoken-word embedding: "
+            "the speech model's) | a list such as aisfx+soundnet [aisfx]."
         ),
     ] = None,
 ) -> None:
     """Train projection heads on frozen backbones: progressive self-distillation (psd),
     triplet, supervised, or cross-modal InfoNCE (infonce, the default model's recipe)."""
-    from avsearch.train.options import plan_train
+    from avsearch.train.options import label_files, plan_train
     from avsearch.train.run import run_train_features, run_train_media
 
     st = _state(ctx)
@@ -519,7 +620,7 @@ def train_cmd(
                     st.index,
                     model_dir,
                     cfg,
-                    labels_csv=None if options.labels is None else Path(options.labels),
+                    labels_csv=[Path(p) for p in label_files(options.labels)] or None,
                     resume=resume,
                     command=plan.command,
                     file_progress=progress.file,
@@ -597,6 +698,10 @@ def eval_index(
     model: Annotated[
         Path | None, typer.Option("--model", help="Model directory, with --features.")
     ] = None,
+    no_bridge: Annotated[
+        bool | None,
+        typer.Option("--no-bridge", help="Rank by the heads alone, no zero-shot bridge fusion."),
+    ] = None,
 ) -> None:
     """Cross-modal MAP of the index: every segment of one modality ranked against the other."""
     from avsearch.errors import UsageError
@@ -607,7 +712,9 @@ def eval_index(
         flags = {"labels": labels, "plot": plot, "features": features, "model": model}
         file_values = cfgmod.section(st.file_config, "eval")
         opts = cfgmod.build(
-            cfgmod.EvalOptions, file_values, {k: _opt_str(v) for k, v in flags.items()}
+            cfgmod.EvalOptions,
+            file_values,
+            {**{k: _opt_str(v) for k, v in flags.items()}, "no_bridge": no_bridge},
         )
 
         def name(key: str) -> str:
@@ -625,6 +732,8 @@ def eval_index(
             for key in ("labels", "plot"):
                 if getattr(opts, key) is not None:
                     raise UsageError(f"{name(key)} applies to the index, not to --features")
+            if opts.no_bridge:
+                raise UsageError("--no-bridge applies to the index, not to --features")
             from avsearch.train.run import evaluate_feature_file
 
             report = evaluate_feature_file(features, model)
@@ -638,7 +747,7 @@ def eval_index(
                     highlight=False,
                 )
             return
-        evaluation = evaluate_index(st.index, labels)
+        evaluation = evaluate_index(st.index, labels, bridge=not opts.no_bridge)
         if plot is not None:
             from avsearch.plot import plot_report
 
@@ -670,7 +779,10 @@ def _opt_path(value: str | None) -> Path | None:
 
 def _print_evaluation(evaluation: IndexEvaluation, plot: Path | None) -> None:
     r = evaluation.report
-    table = Table(title="cross-modal retrieval", title_justify="left")
+    if evaluation.space_note:
+        stderr.print(f"note: {escape(evaluation.space_note)}", highlight=False)
+    title = f"cross-modal retrieval ({evaluation.space} space)"
+    table = Table(title=title, title_justify="left")
     for col in ("metric", "audio → visual", "visual → audio", "mean"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     table.add_row("MAP", f"{r.a2v_map:.4f}", f"{r.v2a_map:.4f}", f"{r.map:.4f}")

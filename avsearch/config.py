@@ -48,6 +48,8 @@ class EmbedConfig:
     # backbone feature cache (shared with `train`): files found there are not decoded again
     feature_cache: str | None = None  # its path; None = features.sqlite in the index dir
     write_features: bool = True  # add the features of the files this run encodes to it
+    # globs of files/folders kept out of the index (and removed from it); see media.discover
+    exclude: str | list | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ class QueryConfig:
     end: float | None = None
     target: str | None = None  # "audio" | "visual" | None = the other modality
     segments: bool = False
+    min_confidence: float | None = None  # drop hits below this confidence (avsearch.calibrate)
+    pad: float = 1.0  # seconds of context around a hit cut by --export (avsearch.export)
+    space: str | None = None  # "heads" | "native" | None = by the query (avsearch.spaces)
+    no_bridge: bool = False  # cross-modal: the heads alone, no fusion with the bridge
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class TrainOptions:
 
     method: str = "psd"
     labeled_ratio: float = 1.0
-    labels: str | None = None  # CSV path,label (media mode)
+    labels: str | list | None = None  # CSV(s) path,label (media mode); several are merged
     features: str | None = None  # HDF5 feature file (feature mode)
     epochs: int | None = None
     batch_size: int | None = None
@@ -93,6 +99,7 @@ class EvalOptions:
     plot: str | None = None
     features: str | None = None
     model: str | None = None
+    no_bridge: bool = False  # rank in the heads' space alone (no fusion with the bridge)
 
 
 SECTIONS: dict[str, type] = {
@@ -216,11 +223,19 @@ def _type_problem(value: Any, annotation: str) -> str | None:
             return None
         if kind == "str" and isinstance(value, str):
             return None
+        if kind == "list" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return None
     return _describe(kinds)
 
 
 def _describe(kinds: list[str]) -> str:
-    words = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+    words = {
+        "bool": "true or false",
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "list": "a list of strings",
+    }
     return " or ".join(words[k] for k in kinds if k in words)
 
 
@@ -268,6 +283,8 @@ def validate(obj: Any, name: Callable[[str], str] | None = None) -> None:
             raise ConfigError(f"{n('min_tail')} must not be negative, got {obj.min_tail}")
         if obj.commit_every <= 0:
             raise ConfigError(f"{n('commit_every')} must be positive, got {obj.commit_every}")
+        if any(not p.strip() for p in exclude_patterns(obj.exclude)):
+            raise ConfigError(f"{n('exclude')} must not be empty")
     if isinstance(obj, QueryConfig):
         if obj.top < 1:
             raise ConfigError(f"{n('top')} must be at least 1, got {obj.top}")
@@ -277,6 +294,23 @@ def validate(obj: Any, name: Callable[[str], str] | None = None) -> None:
             raise ConfigError(f"{n('start')} must not be negative")
         if obj.start is not None and obj.end is not None and obj.end <= obj.start:
             raise ConfigError(f"{n('end')} ({obj.end}) must be after {n('start')} ({obj.start})")
+        if obj.min_confidence is not None and not 0.0 <= obj.min_confidence <= 1.0:
+            raise ConfigError(
+                f"{n('min_confidence')} must be between 0 and 1, got {obj.min_confidence}"
+            )
+        if obj.space not in (None, "heads", "native"):
+            raise ConfigError(f"{n('space')} must be heads or native, got {obj.space!r}")
+        if not 0.0 <= obj.pad <= 60.0:
+            raise ConfigError(f"{n('pad')} must be between 0 and 60 seconds, got {obj.pad}")
+
+
+def exclude_patterns(value: str | list | tuple | None) -> tuple[str, ...]:
+    """``EmbedConfig.exclude`` as a tuple of globs (one string, a list of them, or none)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
 
 
 def resolve_index_dir(flag: Path | None, file_values: dict[str, Any]) -> Path:

@@ -28,11 +28,14 @@ is relevant and 0 if not, R = Σ rel(k), hits(k) = Σ_{i≤k} rel(i), P(k) = hit
 
 Scores are computed in float64, one chunk of queries at a time, so memory stays bounded at a
 few (chunk × N) arrays. Every metric of a direction comes from the same ranking.
+``evaluate_cross_modal(..., scores=...)`` ranks by other scores than the cosine (a function of
+the query rows giving their scores against the gallery; e.g. heads fused with the zero-shot
+bridge, :mod:`avsearch.evaluate_index`); the rest is the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,12 +97,26 @@ def _encode_labels(
     return classes, codes[:n_q], codes[n_q:]
 
 
-def _iter_rankings(q: np.ndarray, g: np.ndarray, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (first query row, gallery indices best-first) per chunk of queries."""
+ScoreFn = Callable[[np.ndarray], np.ndarray]  # query rows -> their scores vs the gallery
+
+
+def _iter_rankings(
+    q: np.ndarray,
+    g: np.ndarray,
+    chunk: int,
+    score: ScoreFn | None = None,
+    rows: np.ndarray | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first query row, gallery indices best-first) per chunk of queries; ``score``
+    (given the original query ``rows`` of the chunk) replaces the cosine."""
     if chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk}")
     for start in range(0, len(q), chunk):
-        neg = -(q[start : start + chunk] @ g.T)
+        if score is None:
+            neg = -(q[start : start + chunk] @ g.T)
+        else:
+            picked = np.arange(len(q)) if rows is None else rows
+            neg = -np.asarray(score(picked[start : start + chunk]), dtype=np.float64)
         # A stable sort is ~5x slower than the default one, and only rows with ties need it.
         order = np.argsort(neg, axis=1)
         tied = (np.diff(np.take_along_axis(neg, order, axis=1), axis=1) == 0).any(axis=1)
@@ -176,14 +193,14 @@ class _Direction:
 
 def _direction(
     q: np.ndarray, qc: np.ndarray, g: np.ndarray, gc: np.ndarray, classes: np.ndarray,
-    *, chunk: int, n_levels: int = 0,
+    *, chunk: int, n_levels: int = 0, score: ScoreFn | None = None,
 ) -> _Direction:  # fmt: skip
     keep = np.isin(qc, gc)
     if not keep.any():
         raise ValueError("no query has a relevant gallery item (the two sides share no label)")
     q, qc = q[keep], qc[keep]
     parts: list[tuple[np.ndarray, ...]] = []
-    for start, order in _iter_rankings(q, g, chunk):
+    for start, order in _iter_rankings(q, g, chunk, score, np.flatnonzero(keep)):
         rel = qc[start : start + len(order), None] == gc[order]
         parts.append(_ranked_metrics(rel, n_levels))
     ap, ap_r, first, interp = (np.concatenate(p) for p in zip(*parts, strict=True))
@@ -306,19 +323,23 @@ def evaluate_cross_modal(
     audio_emb: np.ndarray, audio_labels: np.ndarray,
     visual_emb: np.ndarray, visual_labels: np.ndarray,
     *, ks: Sequence[int] = (1, 5, 10), chunk: int = 1024, normalize: bool = True,
+    scores: Mapping[str, ScoreFn] | None = None,
 ) -> RetrievalReport:  # fmt: skip
     """Rank audio against visual (a2v) and visual against audio (v2a); relevance = same label.
 
     Each direction's scores are computed once, chunk by chunk, and every metric of that
-    direction comes from the same ranking.
+    direction comes from the same ranking. ``scores`` (``{"a2v": fn, "v2a": fn}``) replaces the
+    cosine of a direction: ``fn(query rows)`` gives those queries' scores against the whole
+    gallery (rows index ``audio_emb`` for a2v, ``visual_emb`` for v2a).
     """
     kk = _check_ks(ks)
     a, v = _check_pair(audio_emb, visual_emb, normalize, ("audio embeddings", "visual embeddings"))
     names = ("audio labels", "visual labels")
     classes, ac, vc = _encode_labels(audio_labels, visual_labels, len(a), len(v), names)
+    fns = scores or {}
     dirs = {
-        "a2v": _direction(a, ac, v, vc, classes, chunk=chunk),
-        "v2a": _direction(v, vc, a, ac, classes, chunk=chunk),
+        "a2v": _direction(a, ac, v, vc, classes, chunk=chunk, score=fns.get("a2v")),
+        "v2a": _direction(v, vc, a, ac, classes, chunk=chunk, score=fns.get("v2a")),
     }
     a2v, v2a = float(dirs["a2v"].ap.mean()), float(dirs["v2a"].ap.mean())
     return RetrievalReport(

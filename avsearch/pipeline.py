@@ -22,19 +22,24 @@ from __future__ import annotations
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from avsearch.config import EmbedConfig
+from avsearch.config import EmbedConfig, exclude_patterns
 from avsearch.encoders.model import AVModel
 from avsearch.encoders.model_dir import HashCache
 from avsearch.errors import UsageError
 from avsearch.media.discover import discover
 from avsearch.media.segment import WindowSpec
+from avsearch.relocate import follow_move, record_base
 from avsearch.stages import mapper as mp
 from avsearch.stages.reader import Failure, Job, Plan, Reader, file_pieces, plan
-from avsearch.stages.runner import ProgressFn, run
+from avsearch.stages.runner import ProgressFn, Source, Stage, run
 from avsearch.stages.writers import EmbedSummary, FeatureWriter, IndexWriter, Writer
 from avsearch.store.features import FEATURES_DB
 from avsearch.store.index import MANIFEST, IndexStore, ModelStamp
+
+if TYPE_CHECKING:
+    from avsearch.engines import Engine
 
 __all__ = ["EmbedSummary", "Failure", "Job", "Plan", "plan"]  # (the stages', as before)
 
@@ -48,7 +53,9 @@ def run_embed(
     *,
     progress: ProgressFn | None = None,
     model: AVModel | None = None,
+    engine: Engine | None = None,
 ) -> EmbedSummary:
+    """``engine``: where to encode (``avsearch.engines``; None: here, the local stages)."""
     t0 = time.perf_counter()
     report = progress or (lambda event, data: None)
     roots = [p.expanduser().resolve() for p in paths]
@@ -62,16 +69,28 @@ def run_embed(
         if cfg.rebuild or not (index_dir / MANIFEST).is_file():
             getattr(model, "heads", None)  # a new index is stamped with it: fail now if broken
     ref = str(model.directory) if Path(cfg.model).expanduser().exists() else cfg.model
-    stamp = ModelStamp(model.name, model.fingerprint, model.dim, ref)
+    spaces = model.spaces_stamp() if hasattr(model, "spaces_stamp") else {}  # native, bridge
+    stamp = ModelStamp(model.name, model.fingerprint, model.dim, ref, spaces)
     store = IndexStore.create_or_open(index_dir, stamp, rebuild=cfg.rebuild)
     if hashes is not None:
         hashes.save()
     summary = EmbedSummary(index=str(index_dir), model=model.name)
     try:
+        follow_move(store, writer=True)  # an index moved with its folder: paths follow it
+        record_base(store)
         spec = index_window(store, model, cfg)
-        files = list(discover(roots, exclude=[index_dir], follow_symlinks=cfg.follow_symlinks))
+        files = list(
+            discover(
+                roots,
+                exclude=[index_dir],
+                follow_symlinks=cfg.follow_symlinks,
+                ignore=exclude_patterns(cfg.exclude),  # (rows of such files are swept out)
+            )
+        )
         report("discovered", {"files": len(files)})
-        the_plan = plan(store.manifest, files, roots)
+        # files whose segments lack a vector space the model has are re-encoded (from the cache)
+        lacking = store.manifest.files_lacking(store.slots())
+        the_plan = plan(store.manifest, files, roots, lacking)
         summary.failures.extend(the_plan.failures)  # unreadable: dangling links, FIFOs, gone
         summary.failed += len(the_plan.failures)
         summary.unchanged = the_plan.unchanged
@@ -89,7 +108,7 @@ def run_embed(
             },
         )
         if the_plan.jobs:
-            _encode(the_plan.jobs, store, model, spec, cfg, summary, report)
+            _encode(the_plan.jobs, store, model, spec, cfg, summary, report, engine)
         report("finalising", {})
         store.sync_vectors()
         summary.total_files = store.manifest.file_count()
@@ -118,6 +137,7 @@ def _encode(
     cfg: EmbedConfig,
     summary: EmbedSummary,
     report: ProgressFn,
+    engine: Engine | None = None,
 ) -> None:
     writers: list[Writer] = [IndexWriter(store.manifest, jobs, summary)]
     cache = cached = None
@@ -134,11 +154,19 @@ def _encode(
         hits = {i for i, j in enumerate(jobs) if j.digest in held}
         if cfg.write_features:  # before the manifest: a file it holds is never missing here
             writers.insert(0, FeatureWriter(cache, key, jobs))
-    # (file_pieces is looked up now, not imported by the reader: tests and benchmarks wrap it)
-    reader = Reader(
-        jobs, spec, model.image_size, cfg.workers, decode=file_pieces, cached=cached, hits=hits
-    )
-    mapper = mp.Mapper(model, cfg.batch_size, features=len(writers) > 1)
+    keep = len(writers) > 1  # the raw features too
+    reader: Source
+    mapper: Stage
+    if engine is None:
+        # (file_pieces is looked up now, not imported by the reader: tests and benchmarks wrap it)
+        reader = Reader(
+            jobs, spec, model.image_size, cfg.workers, decode=file_pieces, cached=cached, hits=hits
+        )
+        mapper = mp.Mapper(model, cfg.batch_size, features=keep)
+    else:  # the same stages elsewhere (Ray tasks); this process still writes
+        reader, mapper = engine.stages(
+            jobs, model, spec, cfg, features=keep, cached=cached, hits=hits
+        )
     try:
         failed = run(jobs, reader, mapper, writers, report=report, commit_every=cfg.commit_every)
     except KeyboardInterrupt:

@@ -482,8 +482,9 @@ Mean over folds (ratios are mean MAP / mean chance MAP). Chance: the same labels
 {head}
 {chr(10).join(rows)}
 
-Same modality among the held-out concepts (sound→sound, picture→picture), in the space the
-index serves same-modality queries from (the stored head vectors; computed from the index's
+Same modality among the held-out concepts (sound→sound, picture→picture), in the heads' space
+(same-modality queries now rank in the model's native space when it has one: "Vector spaces"
+below; these are the stored head vectors, computed from the index's
 stored vectors through the store, as `eval` has no same-modality mode): every segment queries
 the segments of the other files of its modality (its own file's windows left out); queries
 whose concept has no other file of that modality are skipped. Mean over folds; queries = mean

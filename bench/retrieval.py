@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import tempfile
@@ -28,6 +29,7 @@ from avdigits import build_avdigits
 
 from avsearch.config import EmbedConfig
 from avsearch.encoders.model import AVModel
+from avsearch.encoders.model_dir import resolve_model_dir
 from avsearch.evaluate import RetrievalReport, evaluate_cross_modal
 from avsearch.evaluate_index import IndexEvaluation, LabelledEmbeddings, evaluate_index
 from avsearch.pipeline import EmbedSummary, run_embed
@@ -35,6 +37,20 @@ from avsearch.plot import plot_report
 from avsearch.store.index import IndexStore
 
 PLOT = REPO / "docs" / "img" / "avdigits_eval.png"
+TRAIN_DEFAULT = OUT / "train_default"  # results.json per model of bench/train_default.py
+
+
+def measured_by_cli(name: str, heads_sha256: str | None = None) -> dict | None:
+    """What ``bench/train_default.py --model NAME`` measured through the CLI, when it measured
+    these heads (``heads_sha256``; any when None)."""
+    path = TRAIN_DEFAULT / name / "results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if heads_sha256 is not None and results["reproduction"]["heads_sha256"] != heads_sha256:
+        return None
+    return dict(results)
 
 
 @dataclass(frozen=True)
@@ -167,7 +183,12 @@ def _row(name: str, r: RetrievalReport, extra: list[str], *, bold: bool = False)
 
 
 def markdown(
-    runs: list[Run], model: AVModel, build_seconds: float, chance_seeds: int, codec: str
+    runs: list[Run],
+    model: AVModel,
+    build_seconds: float,
+    chance_seeds: int,
+    codec: str,
+    heads_sha256: str | None = None,
 ) -> str:
     head = (
         "| setting | MAP a→v | MAP v→a | MAP mean | MAP@R a→v / v→a | R@1·5·10 a→v "
@@ -187,19 +208,28 @@ def markdown(
         rows.append(_row(name, c, [f"{c.n_audio} / {c.n_visual}", "–"]))
     failures = sum(run.summary.failed for run in runs)
     workers = EmbedConfig().workers
-    training = model.config.training
-    trained = training.get("test_results", training.get("results", {}))  # older configs
-    feature_map = trained.get("avdigits_test_map")
+    cli = measured_by_cli(model.name, heads_sha256) if heads_sha256 else None
     feature_note = ""
-    if isinstance(feature_map, float):
-        same = abs(runs[0].evaluation.report.map - feature_map) < 5e-4
+    if cli is not None:
+        cli_map = cli["avdigits"]["map"]
+        same = abs(runs[0].evaluation.report.map - cli_map) < 5e-4
         feature_note = (
-            f"\n\nOn the same split from cached backbone features (no media files, no index), the "
-            f"model's training script measured MAP {feature_map:.3f}; the audio files + images "
-            f"row {'reproduces it' if same else 'differs from it'} through decode, windowing, "
-            "the manifest and `eval`. The videos row is a different gallery (250 frames paired "
-            "with the clips instead of 1,000 images) seen through an encoder (112×112 H.264 "
-            "frames, AAC audio), so it is not expected to match."
+            "\n\nThrough the CLI (`avsearch embed` of the same folders, `avsearch eval --labels "
+            "bench/out/avdigits/test/labels.csv`), `bench/train_default.py` measured MAP "
+            f"{cli_map:.4f} with these heads; the audio files + images row "
+            f"{'reproduces it' if same else 'differs from it'} through the library "
+            "(`run_embed`, `evaluate_index`, labels = folder names). The videos row is a "
+            "different gallery (250 frames paired with the clips instead of 1,000 images) seen "
+            "through an encoder (112×112 H.264 frames, AAC audio), so it is not expected to match."
+        )
+    unseen = 'the "default_loso" section measures it'
+    loso = {n: measured_by_cli(n) for n in ("default", "speech")}
+    if all(r is not None and r.get("loso") for r in loso.values()):
+        unseen = (
+            "with each speaker left out of training in turn, leave-one-speaker-out MAP is "
+            f"{loso['default']['loso']['map_mean']:.3f} for `default` (aisfx) and "
+            f"{loso['speech']['loso']['map_mean']:.3f} for `speech` (aisfx-words), the "
+            '"default_loso" section'
         )
     return f"""## AV-Digits retrieval (media → `embed` → `eval`)
 
@@ -238,10 +268,9 @@ average MAP on precomputed features: AVE ≈ 0.37–0.55 (15 event classes) and 
 above: they rank fixed VGGish/Inception feature vectors of in-the-wild YouTube videos
 (events of many looks and sounds, noisy labels), while AV-Digits ranks media files decoded
 by avsearch, with 10 clean digit classes and digits read by the 5 speakers whose other takes
-(FSDD 5–49) the default model was trained on; the images are other MNIST digits than the
-training ones. AV-Digits checks the whole product path and
-the heads; it is much easier than AVE and says nothing about unseen speakers (DESIGN.md §5
-measured that gap on features).
+(FSDD 5–49) the model was trained on; the images are other MNIST digits than the training
+ones. AV-Digits checks the whole product path and the heads; it is much easier than AVE and
+says nothing about unseen speakers: {unseen}.
 """
 
 
@@ -257,6 +286,8 @@ def main() -> None:
     t0 = time.perf_counter()
     paths = build_avdigits(shared_data(), args.out, ["test"], args.seed)
     build_seconds = time.perf_counter() - t0
+    heads = resolve_model_dir(args.model) / "heads.safetensors"
+    sha = hashlib.sha256(heads.read_bytes()).hexdigest()  # the heads measured
     model = AVModel.load(args.model)
     _ = model.audio_backbone, model.visual_backbone  # load the weights outside the timings
     settings = [
@@ -268,7 +299,7 @@ def main() -> None:
         for i, (name, roots) in enumerate(settings):
             runs.append(run_setting(name, roots, Path(tmp) / f"index{i}", model, args.chance_seeds))
         codec = codec_check(Path(tmp) / "index0", Path(tmp) / "index1", args.out.resolve())
-    text = markdown(runs, model, build_seconds, args.chance_seeds, codec)
+    text = markdown(runs, model, build_seconds, args.chance_seeds, codec, sha)
     if args.no_docs:
         print(text)
         return

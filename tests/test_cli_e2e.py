@@ -17,7 +17,7 @@ from tests.mediagen import write_mp4, write_png, write_truncated, write_wav
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
-RESULT_KEYS = {"rank", "score", "path", "start", "end", "modality"}
+RESULT_KEYS = {"rank", "score", "confidence", "path", "start", "end", "modality"}
 
 
 def cli(*args: str) -> tuple[int, dict | None, str]:

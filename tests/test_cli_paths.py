@@ -59,8 +59,9 @@ def test_non_utf8_file_names_are_indexed_queried_and_printed_losslessly(
     write_wav(root / "dog.wav")
     bad_png = root / os.fsdecode(b"bad\xff\xfe.png")
     bad_wav = root / os.fsdecode(b"bad\xff.wav")
-    shutil.copy(root / "horse.png", bad_png)
-    shutil.copy(root / "dog.wav", bad_wav)
+    # other content than the good files (a copy would be one hit with a `duplicates` list)
+    write_png(root / "other.png", (10, 20, 200)).rename(bad_png)
+    write_wav(root / "other.wav", freq=880.0).rename(bad_wav)
     (root / os.fsdecode(b"gone\xff.wav")).symlink_to(root / "nowhere.wav")
 
     code, out, err = run("--json", "embed", str(root))

@@ -24,7 +24,7 @@ def test_sections_hold_exactly_their_command_options() -> None:
     assert set(c.SECTIONS) == {"embed", "query", "train", "eval"}
     assert c.TOP_LEVEL == ("index", "embed", "query", "train", "eval")
     keys = {name: [f.name for f in fields(cls)] for name, cls in c.SECTIONS.items()}
-    assert keys["eval"] == ["labels", "plot", "features", "model"]
+    assert keys["eval"] == ["labels", "plot", "features", "model", "no_bridge"]
     assert {"method", "labeled_ratio", "no_soft", "augment", "views"} <= set(keys["train"])
     assert "resume" not in keys["train"]  # how to run, not what to train
 
@@ -54,7 +54,7 @@ def test_unknown_key_names_file_section_and_valid_keys(tmp_path: Path) -> None:
         c.section(values, "query")
     assert err.value.message == (
         f"{path}: unknown key 'tpo' in section `query:`; valid keys: model, top, start, end, "
-        "target, segments, min_confidence, pad"
+        "target, segments, min_confidence, pad, space, no_bridge"
     )
     assert c.section(values, "embed") == {}  # another section is not checked for it
 

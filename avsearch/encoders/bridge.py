@@ -75,6 +75,20 @@ when the heads do not recognise the query, 0 when they do): AV-Digits 0.961, nat
 The constants (gallery means and standard deviations per modality, the transform) live in
 ``models/bridge/constants.json`` with how they were fitted; ``python bench/bridge.py --fit``
 rewrites them.
+
+**In the index** (:class:`BridgeSpace`): a model whose audio tower includes the ``soundnet``
+part has a ``bridge`` space. Its vectors come from the features the towers already computed,
+no extra network pass: a sound window's object distribution is ``soundnet``'s features
+``[1024:2024]`` (the window mirrored out to 20 s, :mod:`avsearch.encoders.soundnet`: measured
+1.8x chance per file against 2.0x for the whole-file pooling above, ``docs/benchmarks.md``,
+"Vector spaces"), a picture's is EfficientNet-Lite0's classifier (``_fc``, linear) applied to
+the 1280 pooled features, then softmax. Any other audio tower: no bridge (its features hold no
+object distribution; running SoundNet too would double the audio cost).
+
+**Fusion rule** (:class:`FusionRule`, a model's ``config.yaml`` ``fusion:`` section; these
+defaults when it has none): ``{bridge: gated, low: 0.55, high: 0.75, weight: 4}``, i.e.
+``score = z(heads) + gated_weight(best heads cosine) * z(bridge)``, z over the gallery per
+query; ``{bridge: off}`` switches it off.
 """
 
 from __future__ import annotations
@@ -101,10 +115,14 @@ __all__ = [
     "N_GROUPS",
     "Bridge",
     "BridgeConstants",
+    "BridgeSpace",
+    "FusionRule",
     "Modality",
     "Space",
     "audio_object_probs",
     "bridge_features",
+    "bridge_off_reason",
+    "constants_id",
     "default_constants_path",
     "fit_constants",
     "fit_gallery_mean",
@@ -115,6 +133,7 @@ __all__ = [
     "load_constants",
     "membership",
     "normalise",
+    "softmax",
     "zscore_fuse",
 ]
 
@@ -497,3 +516,160 @@ def gated_weight(
         raise ValueError(f"high ({high}) must be above low ({low})")
     top = np.asarray(heads_top_score, dtype=np.float64)
     return max_weight * np.clip((high - top) / (high - low), 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- in the index
+SOUNDNET = "soundnet"
+EFFICIENTNET = "efficientnet-lite0"
+SOUNDNET_OBJECTS = (1024, 2024)  # soundnet's features: conv7 (1024), objects (1000), scenes
+EFFICIENTNET_DIM = 1280
+
+
+@dataclass(frozen=True)
+class FusionRule:
+    """How cross-modal search fuses the heads with the bridge (a model's ``fusion:``)."""
+
+    bridge: str = "gated"  # "gated" | "off"
+    low: float = GATE_LOW
+    high: float = GATE_HIGH
+    weight: float = GATE_MAX_WEIGHT
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any], source: str = "config.yaml") -> FusionRule:
+        """The rule of a ``fusion:`` section (empty: the defaults); ModelError for a bad one."""
+        if not section:
+            return cls()
+        unknown = set(section) - {"bridge", "low", "high", "weight"}
+        try:
+            rule = cls(
+                bridge=str(section.get("bridge", "gated")),
+                low=float(section.get("low", GATE_LOW)),
+                high=float(section.get("high", GATE_HIGH)),
+                weight=float(section.get("weight", GATE_MAX_WEIGHT)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: fusion: {exc}") from exc
+        if unknown or rule.bridge not in ("gated", "off"):
+            raise ModelError(
+                f"{source}: fusion must be {{bridge: gated|off, low, high, weight}}, got "
+                f"{section!r}"
+            )
+        if rule.bridge == "gated" and not (rule.high > rule.low and rule.weight >= 0):
+            raise ModelError(f"{source}: fusion needs high > low and weight >= 0, got {section!r}")
+        return rule
+
+    def to_config(self) -> dict[str, Any]:
+        if self.bridge == "off":
+            return {"bridge": "off"}
+        return {"bridge": self.bridge, "low": self.low, "high": self.high, "weight": self.weight}
+
+    @property
+    def on(self) -> bool:
+        return self.bridge != "off"
+
+    def weight_for(self, heads_top: np.ndarray | float) -> np.ndarray:
+        """The bridge's weight per query from its best heads cosine (0 when off)."""
+        if not self.on:
+            return np.zeros_like(np.asarray(heads_top, dtype=np.float64))
+        return self.gate(heads_top)
+
+    def gate(self, heads_top: np.ndarray | float) -> np.ndarray:
+        """The gated weight of ``heads_top``, whether the bridge is on or not (the same gate
+        fuses a same-modality query's native space with the heads)."""
+        return gated_weight(heads_top, low=self.low, high=self.high, max_weight=self.weight)
+
+
+def _part_offset(backbone: str, part: str) -> int | None:
+    """Where the features of the atomic ``part`` start in those of the tower ``backbone``;
+    None when the tower has no such part."""
+    from avsearch.encoders.registry import BACKBONES
+
+    try:
+        atoms = BACKBONES.parts(backbone)
+    except ModelError:  # (not registered here: no such part then)
+        return None
+    offset = 0
+    for atom in atoms:
+        if atom.name == part:
+            return offset
+        offset += atom.dim
+    return None
+
+
+def bridge_off_reason(audio_backbone: str, visual_backbone: str) -> str | None:
+    """Why a model with these towers has no bridge space; None when it has one."""
+    if _part_offset(audio_backbone, SOUNDNET) is None:
+        return (
+            f"its audio tower ({audio_backbone}) has no soundnet part, whose features hold the "
+            "object distribution the bridge reads"
+        )
+    if _part_offset(visual_backbone, EFFICIENTNET) is None:
+        return f"its visual tower ({visual_backbone}) has no efficientnet-lite0 part"
+    return None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class BridgeSpace:
+    """Bridge vectors of a model's windows from the tower features already computed (module
+    docstring, "In the index"). ``classifier`` gives EfficientNet-Lite0's ``_fc`` weight
+    ``[1000, 1280]`` and bias ``[1000]`` when first needed (a picture)."""
+
+    dim = N_GROUPS
+
+    def __init__(
+        self,
+        audio_backbone: str,
+        visual_backbone: str,
+        classifier: Any,
+        constants: BridgeConstants | None = None,
+    ) -> None:
+        why = bridge_off_reason(audio_backbone, visual_backbone)
+        if why is not None:
+            raise ModelError(f"no bridge space: {why}")
+        a0 = _part_offset(audio_backbone, SOUNDNET)
+        v0 = _part_offset(visual_backbone, EFFICIENTNET)
+        assert a0 is not None and v0 is not None
+        self.audio_columns = slice(a0 + SOUNDNET_OBJECTS[0], a0 + SOUNDNET_OBJECTS[1])
+        self.visual_columns = slice(v0, v0 + EFFICIENTNET_DIM)
+        self._classifier = classifier
+        self.constants = constants if constants is not None else load_constants()
+
+    @cached_property
+    def fc(self) -> tuple[np.ndarray, np.ndarray]:
+        weight, bias = self._classifier()
+        w = np.asarray(weight, dtype=np.float64)
+        b = np.asarray(bias, dtype=np.float64)
+        if w.shape != (N_CLASSES, EFFICIENTNET_DIM) or b.shape != (N_CLASSES,):
+            raise ModelError(f"EfficientNet-Lite0 classifier of shape {w.shape} / {b.shape}")
+        return w, b
+
+    def object_probs(self, modality: str, features: np.ndarray) -> np.ndarray:
+        """ImageNet-1000 probabilities ``[B, 1000]`` of tower features ``[B, D]``."""
+        x = np.asarray(features, dtype=np.float64)
+        if modality == "audio":
+            return x[:, self.audio_columns]
+        w, b = self.fc
+        return softmax(x[:, self.visual_columns] @ w.T + b)
+
+    def vectors(self, modality: Modality, features: np.ndarray) -> np.ndarray:
+        """Tower features ``[B, D]`` -> unit bridge vectors ``float32 [B, N_GROUPS]``."""
+        probs = self.object_probs(modality, features)
+        return self.constants.vectors(group_probabilities(probs), modality)
+
+
+def constants_id(path: Path | None = None) -> str:
+    """A short id of the bridge constants file's content (an index records it: vectors made
+    with other constants are made again)."""
+    import hashlib
+
+    path = Path(path) if path is not None else default_constants_path()
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "missing"

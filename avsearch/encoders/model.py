@@ -5,6 +5,13 @@ Towers are loaded lazily, so querying with an image never loads the audio networ
 ``embed`` on an unchanged folder reads the config and the fingerprint, and nothing else. The
 window, sample rate and image size come from what the towers declare in the registry, which
 loads nothing either.
+
+Besides the heads' shared space a model may have further vector spaces, computed from the same
+tower features (:meth:`AVModel.space_vectors`): ``native`` (:mod:`avsearch.encoders.native`,
+when the directory has ``native.safetensors``) for same-modality search, and ``bridge``
+(:mod:`avsearch.encoders.bridge`, when the audio tower includes ``soundnet``) fused with the
+heads in cross-modal search by the config's ``fusion:`` rule. :meth:`AVModel.spaces_stamp`
+describes them without loading anything (what an index records).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,9 +28,31 @@ from avsearch.errors import ModelError
 
 if TYPE_CHECKING:
     from avsearch.encoders.backbones import Backbones
+    from avsearch.encoders.bridge import BridgeSpace, FusionRule
     from avsearch.encoders.heads import ProjectionHead
+    from avsearch.encoders.native import NativeSpace
     from avsearch.encoders.tower import Tower
     from avsearch.media.decode import WindowSpec
+
+
+def describe_spaces(config: md.ModelConfig) -> dict[str, Any]:
+    """A model's further spaces as ``avsearch models`` lists them (from its config alone):
+    ``{"native": {"audio": 256, ...} | {"off": why}, "bridge": {rule} | {"off": why}}``."""
+    from avsearch.encoders.bridge import FusionRule, bridge_off_reason
+    from avsearch.encoders.native import declared_dims
+
+    dims = declared_dims(config.native)
+    native: dict[str, Any] = (
+        {m: {"dim": d, "parts": config.native[m].get("parts")} for m, d in dims.items()}
+        if dims
+        else {"off": "no native.safetensors: same-modality search uses the heads' space"}
+    )
+    why = bridge_off_reason(config.audio.backbone, config.visual.backbone)
+    rule = FusionRule.from_config(config.fusion, f"{config.name}: config.yaml")
+    if why is None and not rule.on:
+        why = "its config.yaml says fusion: {bridge: off}"
+    bridge = {"off": why} if why is not None else rule.to_config()
+    return {"native": native, "bridge": bridge}
 
 
 class AVModel:
@@ -148,3 +177,88 @@ class AVModel:
 
     def embed(self, modality: str, batch: np.ndarray) -> np.ndarray:
         return self.project(modality, self.features(modality, batch))
+
+    # ------------------------------------------------------------------------ further spaces
+    @cached_property
+    def native(self) -> NativeSpace | None:
+        """The native spaces (``native.safetensors``); None when the model has none."""
+        from avsearch.encoders.native import load_native
+
+        return load_native(self.directory, self.config.native)
+
+    @cached_property
+    def fusion(self) -> FusionRule:
+        from avsearch.encoders.bridge import FusionRule
+
+        return FusionRule.from_config(self.config.fusion, str(self.directory / md.CONFIG))
+
+    @property
+    def bridge_off(self) -> str | None:
+        """Why the model has no bridge space (None: it has one); nothing is loaded."""
+        from avsearch.encoders.bridge import bridge_off_reason
+
+        why = bridge_off_reason(self.config.audio.backbone, self.config.visual.backbone)
+        if why is None and not self.fusion.on:
+            return "its config.yaml says fusion: {bridge: off}"
+        return why
+
+    @cached_property
+    def bridge(self) -> BridgeSpace | None:
+        """The bridge space; None when the model has none (:attr:`bridge_off`)."""
+        if self.bridge_off is not None:
+            return None
+        from avsearch.encoders.bridge import BridgeSpace
+
+        return BridgeSpace(
+            self.config.audio.backbone, self.config.visual.backbone, self._image_classifier
+        )
+
+    def _image_classifier(self) -> tuple[np.ndarray, np.ndarray]:
+        """EfficientNet-Lite0's ``_fc`` (weight, bias), from the visual tower (loaded now if it
+        is not yet: its weights file is checked as for encoding)."""
+        tower = self.backbones.visual
+        for part in getattr(tower, "parts", (tower,)):
+            fc = getattr(getattr(part, "net", None), "_fc", None)
+            if fc is not None:
+                return fc.weight.detach().cpu().numpy(), fc.bias.detach().cpu().numpy()
+        raise ModelError(f"{self.directory}: the visual tower has no EfficientNet-Lite0 classifier")
+
+    def spaces_stamp(self) -> dict[str, dict[str, Any]]:
+        """What an index records of the further spaces (nothing is loaded): per space, its
+        dimension per modality and an id of what makes its vectors, or ``{"off": why}``."""
+        from avsearch.encoders.bridge import N_GROUPS, constants_id
+        from avsearch.encoders.native import declared_dims
+
+        out: dict[str, dict[str, Any]] = {}
+        dims = declared_dims(self.config.native)
+        if dims:
+            out["native"] = {**dims, "id": self.fingerprint[:16]}
+        else:
+            out["native"] = {
+                "off": "the model has no native space (native.safetensors): same-modality "
+                "search uses the heads' space"
+            }
+        why = self.bridge_off
+        if why is None:
+            vis = self.config.visual.backbone_sha256 or ""
+            ident = f"{constants_id()}-{vis[:16]}"
+            out["bridge"] = {
+                "audio": N_GROUPS,
+                "visual": N_GROUPS,
+                "id": ident,
+                "fusion": self.fusion.to_config(),
+            }
+        else:
+            out["bridge"] = {"off": f"no zero-shot bridge: {why}"}
+        return out
+
+    def space_vectors(self, modality: str, features: np.ndarray) -> dict[str, np.ndarray]:
+        """The vectors of tower features ``[B, D]`` in each further space the model has for
+        ``modality`` (``{"native": [B, d], "bridge": [B, 58]}``; a space it lacks is absent)."""
+        out: dict[str, np.ndarray] = {}
+        native = self.native
+        if native is not None and modality in native.towers:
+            out["native"] = native.towers[modality].vectors(features)
+        if self.bridge is not None:
+            out["bridge"] = self.bridge.vectors(modality, features)  # type: ignore[arg-type]
+        return out

@@ -17,6 +17,12 @@ Each tower of ``config.yaml`` names its backbone (see :mod:`avsearch.encoders.re
       backbone: efficientnet-lite0
       ...
 
+Two optional sections describe the model's further vector spaces: ``native:`` (per modality the
+backbone parts, dimension and centring of its native space, whose statistics are in
+``native.safetensors``; :mod:`avsearch.encoders.native`) and ``fusion:`` (how cross-modal
+search fuses the heads with the zero-shot bridge: ``{bridge: gated, low: 0.55, high: 0.75,
+weight: 4}`` or ``{bridge: off}``; :mod:`avsearch.encoders.bridge`).
+
 ``backbone`` is one registered name or a list of them (``aisfx+words`` is the same list written
 as one name). Registered composites keep older directories loading unchanged: ``aisfx-words``
 is ``[aisfx, words]``, ``aisfx-cepstra`` is ``[aisfx, cepstra]``. The other parts of a list
@@ -77,6 +83,7 @@ __all__ = [
     "save_model_dir",
     "sha256_file",
     "update_training_info",
+    "write_config",
 ]
 
 FORMAT_VERSION = 1
@@ -102,6 +109,8 @@ class ModelConfig:
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    native: dict[str, Any] = field(default_factory=dict)  # see avsearch.encoders.native
+    fusion: dict[str, Any] = field(default_factory=dict)  # see avsearch.encoders.bridge
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -109,6 +118,9 @@ class ModelConfig:
             name = out[modality]["backbone"]
             if SEPARATOR in name:
                 out[modality]["backbone"] = name.split(SEPARATOR)
+        for key in ("native", "fusion"):  # (absent rather than empty: older files unchanged)
+            if not out[key]:
+                del out[key]
         return out
 
     @classmethod
@@ -135,9 +147,18 @@ class ModelConfig:
                 description=str(raw.get("description", "")),
                 training=dict(raw.get("training") or {}),
                 format_version=version,
+                native=_section(raw, "native"),
+                fusion=_section(raw, "fusion"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: invalid model config ({exc!r})") from exc
+
+
+def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}: expected a mapping, got {value!r}")
+    return dict(value)
 
 
 def resolve_model_dir(name_or_dir: str) -> Path:
@@ -333,8 +354,12 @@ def load_heads(model_dir: Path, config: ModelConfig) -> tuple[ProjectionHead, Pr
 def update_training_info(model_dir: Path, extra: dict[str, Any]) -> str:
     """Merge ``extra`` into the config's ``training`` section (atomically); new fingerprint."""
     config = load_config(model_dir)
-    updated = replace(config, training={**config.training, **extra})
-    text = yaml.safe_dump(updated.to_dict(), sort_keys=False, allow_unicode=True)
+    return write_config(model_dir, replace(config, training={**config.training, **extra}))
+
+
+def write_config(model_dir: Path, config: ModelConfig) -> str:
+    """Write ``config.yaml`` (temp file + rename); the directory's new fingerprint."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
     tmp = model_dir / f".{CONFIG}.tmp"
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(model_dir / CONFIG)

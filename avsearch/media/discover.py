@@ -6,6 +6,10 @@ be read as files (a dangling symbolic link, a FIFO, a socket, a device): those c
 block). With ``follow_symlinks`` a folder reached twice (a link loop such as ``ln -s .. loop``)
 is walked once, and a file reached through several links is yielded once.
 
+``ignore`` holds the user's exclude globs (``embed --exclude``, :func:`excluded`): a file or folder
+whose name, path relative to its root, or absolute path matches one is left out (a folder is not
+entered).
+
 ``content_hash`` hashes the whole content (sha256, streamed in 1 MiB blocks); its digests carry
 their kind (``sha256:…``), so a digest of another kind (the old quick hash) never matches one.
 """
@@ -13,11 +17,12 @@ their kind (``sha256:…``), so a digest of another kind (the old quick hash) ne
 from __future__ import annotations
 
 import errno
+import fnmatch
 import hashlib
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -55,8 +60,35 @@ def media_kind(path: Path) -> MediaKind | None:
     return None
 
 
+def excluded(path: Path, root: Path, patterns: Sequence[str]) -> bool:
+    """True when ``path`` (under ``root``, or ``root`` itself) matches one of the glob
+    ``patterns`` (fnmatch, case-sensitive; ``*`` also crosses ``/``): by its name
+    (``drafts``, ``*.tmp.wav``), its path relative to ``root`` (``raw/2023-*``) or, for a
+    pattern starting with ``/``, its absolute path."""
+    if not patterns:
+        return False
+    name = path.name
+    try:
+        rel = path.relative_to(root).as_posix()
+    except ValueError:
+        rel = name
+    full = path.as_posix()
+    for pattern in patterns:
+        pat = pattern.rstrip("/") or pattern
+        if pat.startswith("/"):
+            if fnmatch.fnmatchcase(full, pat):
+                return True
+        elif fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(rel, pat):
+            return True
+    return False
+
+
 def discover(
-    roots: Iterable[Path], *, exclude: Iterable[Path] = (), follow_symlinks: bool = False
+    roots: Iterable[Path],
+    *,
+    exclude: Iterable[Path] = (),
+    follow_symlinks: bool = False,
+    ignore: Sequence[str] = (),
 ) -> Iterator[MediaFile]:
     """Yield media files under ``roots`` (files or folders), sorted, skipping hidden entries.
 
@@ -65,7 +97,7 @@ def discover(
     once, under the first name the walk reaches it by; entries named like media that are not
     readable files are yielded with ``problem`` set (see the module docstring).
     """
-    excluded = {os.path.realpath(p) for p in exclude}
+    skipped = {os.path.realpath(p) for p in exclude}
     seen: set[str] = set()  # real paths of the files yielded
     visited: set[tuple[int, int]] = set()  # (st_dev, st_ino) of the folders walked
 
@@ -95,7 +127,8 @@ def discover(
     for root in roots:
         root = root.expanduser().resolve()
         if not root.is_dir():
-            yield from emit(root)
+            if not excluded(root, root.parent, ignore):
+                yield from emit(root)
             continue
         for dirpath, dirnames, filenames in os.walk(
             root, onerror=walk_error, followlinks=follow_symlinks
@@ -114,10 +147,12 @@ def discover(
             dirnames[:] = sorted(
                 d
                 for d in dirnames
-                if not d.startswith(".") and os.path.realpath(here / d) not in excluded
+                if not d.startswith(".")
+                and os.path.realpath(here / d) not in skipped
+                and not excluded(here / d, root, ignore)
             )
             for name in sorted(filenames):
-                if not name.startswith("."):
+                if not name.startswith(".") and not excluded(here / name, root, ignore):
                     yield from emit(here / name, real_here)
 
 

@@ -6,6 +6,9 @@ window goes to ``emit(job, Mapped)``. Digital silence (``Piece.silent``) has not
 it gets no vector, and no tower call unless its raw features are kept. Windows read from the
 feature cache (``CachedWindow``) already hold their features and only go through the heads:
 ``open_feature_cache`` and ``cached_windows`` are that lookup, so cached files skip decoding.
+
+A model with further vector spaces (``space_vectors``: native, bridge) gets them from the same
+features, computed once per batch (``Mapped.spaces``): no extra backbone pass.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +40,7 @@ class Mapped:
     silent: bool
     feature: np.ndarray | None = None  # raw tower features, when computed now and kept
     vector: np.ndarray | None = None  # through the heads; None for silence or features only
+    spaces: dict[str, np.ndarray] = field(default_factory=dict)  # further spaces' vectors
 
     def window(self) -> CachedWindow:
         """As the feature cache stores it (``feature`` must be set)."""
@@ -94,13 +98,22 @@ class Mapper:
                 self._map_raw(m, raw)
             known, self.known[m] = self.known[m], []
             if known:
-                vecs = self.model.project(m, np.stack([w.vector for _, w in known]))
-                for (j, w), v in zip(known, vecs, strict=True):
-                    self.emit(j, Mapped(m, w.idx, w.start, w.end, False, vector=v))
+                feats = np.stack([w.vector for _, w in known])
+                vecs = self.model.project(m, feats)
+                spaces = self._spaces(m, feats)
+                for k, ((j, w), v) in enumerate(zip(known, vecs, strict=True)):
+                    sp = {name: x[k] for name, x in spaces.items()}
+                    self.emit(j, Mapped(m, w.idx, w.start, w.end, False, vector=v, spaces=sp))
+
+    def _spaces(self, m: str, feats: np.ndarray) -> dict[str, np.ndarray]:
+        """The further spaces' vectors of a batch of features (none for a model without)."""
+        if not self.heads or not len(feats) or not hasattr(self.model, "space_vectors"):
+            return {}
+        return dict(self.model.space_vectors(m, feats))
 
     def _map_raw(self, m: str, batch: list[tuple[int, Piece]]) -> None:
         data = np.stack([p.data for _, p in batch])
-        if not self.keep:
+        if not self.keep and not hasattr(self.model, "space_vectors"):
             vecs = self.model.embed(m, data)
             for (j, p), v in zip(batch, vecs, strict=True):
                 self.emit(j, Mapped(m, p.index, p.start, p.end, p.silent, vector=v))
@@ -108,8 +121,12 @@ class Mapper:
         feats = self.model.features(m, data)
         live = [k for k, (_, p) in enumerate(batch) if not p.silent] if self.heads else []
         vecs = dict(zip(live, self.model.project(m, feats[live]) if live else [], strict=True))
+        spaces = self._spaces(m, feats[live]) if live else {}
+        rows = {k: r for r, k in enumerate(live)}
         for k, (j, p) in enumerate(batch):
-            self.emit(j, Mapped(m, p.index, p.start, p.end, p.silent, feats[k], vecs.get(k)))
+            sp = {name: x[rows[k]] for name, x in spaces.items()} if k in rows else {}
+            feature = feats[k] if self.keep else None
+            self.emit(j, Mapped(m, p.index, p.start, p.end, p.silent, feature, vecs.get(k), sp))
 
 
 def open_feature_cache(path: Path, *, create: bool) -> FeatureCache | None:

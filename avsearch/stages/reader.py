@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PIECE, DONE, FAIL = "piece", "done", "fail"
+REFRESH = "refreshed"  # a Job's action: unchanged, re-encoded for a vector space it lacks
 # (PIECE, job, Piece | CachedWindow) | (DONE, job, None) | (FAIL, job, reason)
 Event = tuple[str, int, Any]
 DecodeFn = Callable[..., Iterable["Piece"]]  # (path, kind, spec, image_size) -> pieces
@@ -76,7 +77,7 @@ class Failure:
 @dataclass
 class Job:
     file: MediaFile
-    action: str  # "new" | "updated"
+    action: str  # "new" | "updated" | REFRESH
     digest: str
     replace_id: int | None = None
 
@@ -110,8 +111,17 @@ def new_jobs(files: Iterable[MediaFile]) -> tuple[list[Job], list[Failure]]:
     return jobs, failures
 
 
-def plan(manifest: Manifest, files: Iterable[MediaFile], roots: list[Path]) -> Plan:
+def plan(
+    manifest: Manifest,
+    files: Iterable[MediaFile],
+    roots: list[Path],
+    refresh: Collection[int] = (),
+) -> Plan:
     """Compare the discovered files with the manifest (see the module docstring).
+
+    Unchanged files whose id is in ``refresh`` (their segments lack a vector space the model
+    has) are re-encoded all the same (``REFRESH`` jobs: from the feature cache when it holds
+    them, so at the cost of the heads).
 
     Content is compared by its full hash (``content_hash``); a stored digest of another kind
     (the old quick hash) never matches, so such a file is re-encoded once when its size or mtime
@@ -130,14 +140,19 @@ def plan(manifest: Manifest, files: Iterable[MediaFile], roots: list[Path]) -> P
         row = existing.get(str(f.path)) if f.problem is None else None
         if row is not None and row["size"] == f.size and row["mtime_ns"] == f.mtime_ns:
             unseen.pop(row["path"], None)
-            unchanged += 1
+            if row["id"] in refresh:
+                jobs.append(Job(f, REFRESH, row["hash"], replace_id=row["id"]))
+            else:
+                unchanged += 1
             continue
         digest = _digest(f, failures)
         if digest is None:
             continue
         if row is not None:
             unseen.pop(row["path"], None)
-            if digest == row["hash"]:  # touched, not changed
+            if digest == row["hash"] and row["id"] in refresh:
+                jobs.append(Job(f, REFRESH, digest, replace_id=row["id"]))
+            elif digest == row["hash"]:  # touched, not changed
                 touched.append((row["id"], f.mtime_ns))
                 unchanged += 1
             else:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
-from avsearch.stages.mapper import Mapped, Mapper
-from avsearch.stages.reader import DONE, PIECE, Job, Reader
+from avsearch.stages.mapper import Mapped
+from avsearch.stages.reader import DONE, PIECE, Event, Job
 from avsearch.stages.writers import Writer
 
 log = logging.getLogger(__name__)
@@ -21,10 +21,27 @@ ProgressFn = Callable[[str, dict[str, Any]], None]
 COMMIT_FILES = 256
 
 
+class Source(Protocol):
+    """What ``run`` reads events from: a ``Reader``, or an engine's (``avsearch.engines``)."""
+
+    def __iter__(self) -> Iterator[Event | None]: ...
+    def close(self) -> None: ...
+
+
+class Stage(Protocol):
+    """What maps the windows: a ``Mapper``, or an engine's (``avsearch.engines``)."""
+
+    emit: Callable[[int, Mapped], None]
+
+    def add(self, job: int, w: Any) -> None: ...
+    def drop(self, job: int) -> None: ...
+    def flush(self, modality: str | None = None) -> None: ...
+
+
 def run(
     jobs: Sequence[Job],
-    reader: Reader,
-    mapper: Mapper,
+    reader: Source,
+    mapper: Stage,
     writers: Sequence[Writer],
     *,
     report: ProgressFn,

@@ -1,8 +1,9 @@
 """The writer stages. Each takes the mapped windows of a job (``take``), forgets a failed job
 (``drop``) and writes the jobs that are complete (``commit``, a batch at a time):
 
-- ``IndexWriter``: each file with all its segments into the manifest, in one transaction per
-  commit; tallies the embed summary (silence, non-finite vectors, media seconds);
+- ``IndexWriter``: each file with all its segments into the manifest (each segment's heads
+  vector and its vectors of the model's further spaces), in one transaction per commit; tallies
+  the embed summary (silence, non-finite vectors, media seconds);
 - ``FeatureWriter``: the raw tower features of each file into the feature cache;
 - ``write_views``: training's views of one file's windows (augmented copies, or activations at
   the cut of a fine-tuned tower), in place of its cached features.
@@ -23,7 +24,7 @@ import numpy as np
 from avsearch.errors import MediaError
 from avsearch.media.paths import path_fields
 from avsearch.stages.mapper import Mapped
-from avsearch.stages.reader import Failure, Job
+from avsearch.stages.reader import REFRESH, Failure, Job
 from avsearch.store.features import CachedWindow, FeatureCache
 from avsearch.store.manifest import Manifest, NewSegment
 
@@ -47,6 +48,7 @@ class EmbedSummary:
     model: str
     new: int = 0
     updated: int = 0
+    refreshed: int = 0  # unchanged files re-encoded for a vector space their segments lacked
     unchanged: int = 0
     moved: int = 0
     removed: int = 0
@@ -70,6 +72,7 @@ class EmbedSummary:
             "files": {
                 "new": self.new,
                 "updated": self.updated,
+                "refreshed": self.refreshed,
                 "unchanged": self.unchanged,
                 "moved": self.moved,
                 "removed": self.removed,
@@ -101,9 +104,11 @@ class IndexWriter:
         if m.silent:  # digital silence holds nothing to find: no audio vector
             self.silent[job] = self.silent.get(job, 0) + 1
             self.summary.silent_segments += 1
-        elif m.vector is not None and np.all(np.isfinite(m.vector)):
+        elif m.vector is not None and all(
+            np.all(np.isfinite(v)) for v in (m.vector, *m.spaces.values())
+        ):
             self.segments.setdefault(job, []).append(
-                NewSegment(m.modality, m.idx, m.start, m.end, m.vector)
+                NewSegment(m.modality, m.idx, m.start, m.end, m.vector, m.spaces)
             )
         else:  # never into the index: name the file and the window instead
             path = str(self.jobs[job].file.path)
@@ -139,8 +144,10 @@ class IndexWriter:
             self.segments.pop(j, None)
             if self.silent.pop(j, 0) and not segs:
                 s.silent_files.append(str(self.jobs[j].file.path))
-            s.new += self.jobs[j].action == "new"
-            s.updated += self.jobs[j].action != "new"
+            action = self.jobs[j].action
+            s.new += action == "new"
+            s.refreshed += action == REFRESH
+            s.updated += action not in ("new", REFRESH)
             s.segments += len(segs)
             s.audio_segments += sum(g.modality == "audio" for g in segs)
             s.visual_segments += sum(g.modality == "visual" for g in segs)

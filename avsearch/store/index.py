@@ -4,10 +4,18 @@ Layout of an index directory (default ``./.avsearch``)::
 
     manifest.sqlite      files, segments, vectors, schema version, model name + fingerprint,
                          window (samples, rate, shortest tail kept)
-    audio.faiss          FAISS index of audio segment vectors (ids = segment ids)
-    visual.faiss         FAISS index of visual segment vectors
+    audio.faiss          FAISS index of audio segment vectors in the heads' space (ids =
+                         segment ids)
+    visual.faiss         FAISS index of visual segment vectors in the heads' space
+    native.audio.faiss   the same per further space of the model (``native``: the backbones'
+    native.visual.faiss  own features, for same-modality search; ``bridge``: ImageNet groups,
+    bridge.*.faiss       fused with the heads in cross-modal search), when the model has it
     vectors.json         per FAISS file: generation, count, dim, type, byte size, sha256
     embed.lock           the writer lock (see avsearch.store.lock)
+
+A model's spaces are recorded in ``meta.spaces`` (JSON: per space its dimension per modality
+and an id of what made its vectors); the FAISS files of a (space, modality) "slot" are kept
+like the heads' ones, from the manifest's column of that space (``store.manifest``).
 
 The manifest is the source of truth; the FAISS files are derived from it. A reader checks a FAISS
 file against ``vectors.json`` (and that against the manifest) before using it; a stale,
@@ -19,11 +27,13 @@ in place instead (new segment ids added, deleted ones removed or masked), see ``
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +52,22 @@ from avsearch.media.paths import display_path
 from avsearch.media.segment import WindowSpec
 from avsearch.store import vectors as vx
 from avsearch.store.lock import WriterLock, writer_active
-from avsearch.store.manifest import Manifest
+from avsearch.store.manifest import HEADS, SPACE_COLUMNS, Manifest
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.sqlite"
 SIDECAR = "vectors.json"
 MODALITIES = ("audio", "visual")
+SPACES = tuple(SPACE_COLUMNS)  # "heads", "native", "bridge"
+SPACES_META = "spaces"  # meta key: the model's further spaces (see ModelStamp.spaces)
 WINDOW_KEYS = ("window_samples", "window_rate", "window_min_tail")  # meta: the index's window
+
+
+def slot_key(space: str, modality: str) -> str:
+    """The name of a (space, modality) slot: its FAISS file is ``<key>.faiss`` and its record
+    in vectors.json ``<key>``; the heads' slots keep the bare modality (``audio``)."""
+    return modality if space == HEADS else f"{space}.{modality}"
 
 
 def not_a_folder_error(root: Path) -> UsageError:
@@ -96,6 +114,10 @@ class ModelStamp:
     fingerprint: str
     dim: int
     ref: str = ""  # how to load the model again: a shipped model's name or a directory
+    # further spaces: {"native": {"audio": 128, "visual": 128, "id": "..."}, "bridge": {...}}
+    # (a modality's dimension, when the model has that space for it; "id" names what made the
+    # vectors: another id means they must be made again)
+    spaces: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def move_manifest_aside(root: Path) -> Path:
@@ -112,7 +134,7 @@ def move_manifest_aside(root: Path) -> Path:
         src = root / f"{MANIFEST}{suffix}"
         if src.exists():
             src.rename(aside.with_name(aside.name + suffix))
-    for derived in (SIDECAR, *(f"{m}.faiss" for m in MODALITIES)):
+    for derived in (SIDECAR, *(f"{slot_key(s, m)}.faiss" for s in SPACES for m in MODALITIES)):
         (root / derived).unlink(missing_ok=True)
     return aside
 
@@ -161,8 +183,11 @@ class IndexStore:
                     manifest.set_meta("model_fingerprint", model.fingerprint)
                     manifest.set_meta("dim", str(model.dim))
                     manifest.set_meta("model_ref", model.ref or model.name)
+                    manifest.set_meta(SPACES_META, json.dumps(dict(model.spaces), sort_keys=True))
             elif stamp.fingerprint != model.fingerprint:
                 raise ModelMismatchError(root, stamp.name, model.name)
+            else:
+                store._record_spaces(model.spaces)
             if not manifest.get_meta("index_id"):
                 with manifest.transaction():
                     manifest.set_meta("index_id", uuid.uuid4().hex)
@@ -219,7 +244,62 @@ class IndexStore:
             raise IndexCorruptError(
                 f"{self.manifest.path} has an unreadable dim {dim!r} (meta.dim)"
             )
-        return ModelStamp(name, fp, int(dim), self.manifest.get_meta("model_ref") or name)
+        return ModelStamp(
+            name, fp, int(dim), self.manifest.get_meta("model_ref") or name, self._spaces_meta()
+        )
+
+    def _spaces_meta(self) -> dict[str, dict[str, Any]]:
+        """``meta.spaces``; {} when absent (an index from before spaces) or unreadable."""
+        raw = self.manifest.get_meta(SPACES_META)
+        try:
+            spaces = json.loads(raw) if raw else {}
+        except ValueError:
+            log.warning("%s: unreadable meta.spaces %r; ignored", self.manifest.path, raw)
+            return {}
+        if not isinstance(spaces, dict):
+            return {}
+        return {str(k): dict(v) for k, v in spaces.items() if isinstance(v, dict) and k in SPACES}
+
+    def _record_spaces(self, spaces: Mapping[str, Mapping[str, Any]]) -> None:
+        """Record the model's further spaces (writer, under the lock). A space whose
+        dimensions or id changed loses its vectors (the next embed makes them again, from the
+        feature cache) and its FAISS files."""
+        have = self._spaces_meta()
+        want = {k: dict(v) for k, v in spaces.items()}
+        if have == want and self.manifest.get_meta(SPACES_META) is not None:
+            return
+        changed = [s for s in SPACES if s != HEADS and have.get(s) != want.get(s)]
+        with self.manifest.transaction():
+            cleared = sum(self.manifest.clear_space(s) for s in changed if have.get(s))
+            self.manifest.set_meta(SPACES_META, json.dumps(want, sort_keys=True))
+            if cleared:
+                self.manifest.bump_generation()
+        if not changed:
+            return
+        infos = vx.read_sidecar(self.root / SIDECAR)
+        for space in changed:
+            if have.get(space):
+                log.info("the model's %s space changed: its vectors are made again", space)
+            for modality in MODALITIES:
+                self.faiss_path(modality, space).unlink(missing_ok=True)
+                infos.pop(slot_key(space, modality), None)
+        if (self.root / SIDECAR).exists():
+            vx.write_sidecar(self.root / SIDECAR, infos)
+
+    def slots(self) -> dict[tuple[str, str], int]:
+        """The (space, modality) slots this index keeps vectors of, with their dimension: the
+        heads' two, then those of the model's further spaces."""
+        out = {(HEADS, m): self.dim for m in MODALITIES}
+        for space, dims in self._spaces_meta().items():
+            for modality in MODALITIES:
+                dim = dims.get(modality)
+                if isinstance(dim, int) and dim > 0 and self.manifest.has_space(space):
+                    out[(space, modality)] = dim
+        return out
+
+    def slot_dim(self, modality: str, space: str = HEADS) -> int | None:
+        """The dimension of a slot; None when the index keeps no vectors of it."""
+        return self.slots().get((space, modality))
 
     @property
     def dim(self) -> int:
@@ -259,8 +339,8 @@ class IndexStore:
         return have
 
     # ------------------------------------------------------------------------------- vectors
-    def faiss_path(self, modality: str) -> Path:
-        return self.root / f"{modality}.faiss"
+    def faiss_path(self, modality: str, space: str = HEADS) -> Path:
+        return self.root / f"{slot_key(space, modality)}.faiss"
 
     @property
     def index_id(self) -> str:
@@ -268,7 +348,7 @@ class IndexStore:
         return self.manifest.get_meta("index_id") or ""
 
     def record_problem(
-        self, modality: str, info: vx.IndexInfo | None, generation: int
+        self, modality: str, info: vx.IndexInfo | None, generation: int, space: str = HEADS
     ) -> tuple[str, bool] | None:
         """Why a sidecar record does not describe this manifest state, as (reason, damaged):
         ``damaged`` is False for a stale record (an interrupted or running embed), True for a
@@ -282,34 +362,40 @@ class IndexStore:
                 f"was built from generation {info.generation}; the manifest is at {generation}",
                 False,
             )
-        count = self.manifest.segment_count(modality)
-        if info.count != count or info.dim != self.dim:
+        count = self.manifest.segment_count(modality, space)
+        dim = self.slot_dim(modality, space)
+        if info.count != count or info.dim != dim:
             return (
                 f"disagrees with the manifest: vectors.json records {info.count} vectors of dim "
-                f"{info.dim}, the manifest holds {count} of dim {self.dim}",
+                f"{info.dim}, the manifest holds {count} of dim {dim}",
                 True,
             )
         return None
 
     def vector_problem(
-        self, modality: str, *, checksum: bool | None = None, load: bool = True
+        self,
+        modality: str,
+        *,
+        checksum: bool | None = None,
+        load: bool = True,
+        space: str = HEADS,
     ) -> tuple[str, bool] | None:
-        """What keeps a modality's FAISS file from serving queries now, as (reason, damaged);
+        """What keeps a slot's FAISS file from serving queries now, as (reason, damaged);
         None when it is up to date and checks out (see ``vx.verify_index_file``)."""
         with self.manifest.read_snapshot():
-            info = vx.read_sidecar(self.root / SIDECAR).get(modality)
-            problem = self.record_problem(modality, info, self.manifest.generation)
+            info = vx.read_sidecar(self.root / SIDECAR).get(slot_key(space, modality))
+            problem = self.record_problem(modality, info, self.manifest.generation, space)
             if problem is not None:
                 return problem
             _, detail = vx.verify_index_file(
-                self.faiss_path(modality), info, checksum=checksum, load=load
+                self.faiss_path(modality, space), info, checksum=checksum, load=load
             )
             return None if detail is None else (detail, True)
 
     def sync_vectors(
         self, *, force: bool = False, checksum: bool | None = None
     ) -> dict[str, vx.IndexInfo]:
-        """Bring each modality's FAISS file up to the manifest: a file that is only stale (the
+        """Bring each slot's FAISS file up to the manifest: a file that is only stale (the
         manifest moved on) is updated in place when this store holds the writer lock (``_update``:
         the segments added since are added, the deleted ones removed); one that is missing,
         damaged (size, and sha256 as ``vx.verify_index_file`` decides), disagrees with the
@@ -318,54 +404,73 @@ class IndexStore:
         Read from one consistent read of the manifest. Saved when this store holds the writer
         lock or can take it; else kept in memory for this store's searches. Raises
         IndexCorruptError when the manifest holds a vector that cannot enter FAISS (NaN/inf).
-        What was done is in ``last_sync``."""
+        What was done is in ``last_sync`` (keyed by slot: ``audio``, ``native.audio``...)."""
         sidecar = self.root / SIDECAR
         built: dict[str, tuple[faiss.Index, vx.IndexInfo]] = {}
         self.last_sync = {}
         with self.manifest.read_snapshot():
             infos = vx.read_sidecar(sidecar)
             generation = self.manifest.generation
-            for modality in MODALITIES:
-                path = self.faiss_path(modality)
-                info = infos.get(modality)
+            for space, modality in self.slots():
+                key = slot_key(space, modality)
+                path = self.faiss_path(modality, space)
+                info = infos.get(key)
                 reason = "forced"
                 if not force:
-                    problem = self.record_problem(modality, info, generation)
+                    problem = self.record_problem(modality, info, generation, space)
                     if problem is None:
                         _, detail = vx.verify_index_file(path, info, checksum=checksum, load=False)
                         if detail is None:
                             assert info is not None
-                            self.last_sync[modality] = SyncStats(
+                            self.last_sync[key] = SyncStats(
                                 "unchanged", factory=info.factory, count=info.count
                             )
                             continue
                         problem = (detail, True)
                     if not problem[1] and self._owns_lock():
-                        updated = self._update(modality, info, generation, checksum)
+                        updated = self._update(modality, info, generation, checksum, space)
                         if isinstance(updated, Rebuild):
                             problem = (updated.reason, updated.damaged)
                         else:
-                            built[modality] = updated
+                            built[key] = updated
                             continue
                     self._log_rebuild(path, *problem)
                     reason = problem[0]
-                built[modality] = self._build(modality, generation)
-                self.last_sync[modality].reason = reason
-        for modality, (index, _) in built.items():
-            self._indexes[modality] = index
-        if built:
-            saved = self._save(built, infos)
+                built[key] = self._build(modality, generation, space)
+                self.last_sync[key].reason = reason
+        for key, (index, _) in built.items():
+            self._indexes[key] = index
+        dropped = self._drop_inactive(infos)
+        if built or dropped:
+            saved = self._save(built, infos, dropped)
             if saved is not None:
                 infos = saved
                 if self._owns_lock():
                     self._prune_deletions(infos)
         return infos
 
+    def _drop_inactive(self, infos: dict[str, vx.IndexInfo]) -> list[str]:
+        """Records (and, under the writer lock, files) of slots this index no longer keeps: a
+        space the model does not have (any more)."""
+        active = {slot_key(s, m) for s, m in self.slots()}
+        gone = [k for k in infos if k not in active]
+        if self._owns_lock():
+            for space in SPACES:
+                for modality in MODALITIES:
+                    if slot_key(space, modality) not in active:
+                        self.faiss_path(modality, space).unlink(missing_ok=True)
+        return gone
+
     def _owns_lock(self) -> bool:
         return self._lock is not None and self._lock.held
 
     def _update(
-        self, modality: str, info: vx.IndexInfo | None, generation: int, checksum: bool | None
+        self,
+        modality: str,
+        info: vx.IndexInfo | None,
+        generation: int,
+        checksum: bool | None,
+        space: str = HEADS,
     ) -> tuple[faiss.Index, vx.IndexInfo] | Rebuild:
         """Update a stale FAISS file in place (inside the caller's read snapshot, under the
         writer lock): remove the segment ids deleted since its generation (``deleted_segments``)
@@ -378,8 +483,9 @@ class IndexStore:
         an HNSW file would hold more than ``vx.COMPACT_DELETED_SHARE`` masked vectors (it is
         compacted by the rebuild), or the result does not hold exactly as many vectors as the
         manifest (a safety net: it never should)."""
-        path = self.faiss_path(modality)
-        if info is None or info.manifest_id != self.index_id or info.dim != self.dim:
+        path = self.faiss_path(modality, space)
+        dim = self.slot_dim(modality, space) or 0
+        if info is None or info.manifest_id != self.index_id or info.dim != dim:
             return Rebuild("has no record of this manifest in vectors.json")
         logged_from = self.manifest.deletions_logged_from()
         if logged_from is None or info.generation < logged_from:
@@ -387,8 +493,8 @@ class IndexStore:
                 f"was built at generation {info.generation}, before the manifest logged deleted "
                 "segments"
             )
-        count = self.manifest.segment_count(modality)
-        spec = vx.choose_index_spec(count, self.dim)
+        count = self.manifest.segment_count(modality, space)
+        spec = vx.choose_index_spec(count, dim)
         if spec.factory != info.factory:
             return Rebuild(f"is {info.factory}; {count} vectors call for {spec.factory}")
         t0 = time.perf_counter()
@@ -397,9 +503,9 @@ class IndexStore:
             return Rebuild(detail or "is unreadable", damaged=True)
         removed_ids = self.manifest.deleted_since(modality, info.generation)
         changed_ids, changed = self.manifest.changed_vectors(
-            modality, self.dim, since=info.generation, up_to_id=info.max_id
+            modality, dim, since=info.generation, up_to_id=info.max_id, space=space
         )
-        ids, vecs = self.manifest.vectors(modality, self.dim, after_id=info.max_id)
+        ids, vecs = self.manifest.vectors(modality, dim, after_id=info.max_id, space=space)
         t1 = time.perf_counter()
         try:
             removed = vx.remove_ids(index, removed_ids) - len(changed_ids)
@@ -422,7 +528,7 @@ class IndexStore:
         log.info(
             "%s: updated in place (+%d, -%d segments, %d masked)", path, len(ids), removed, masked
         )
-        self.last_sync[modality] = SyncStats(
+        self.last_sync[slot_key(space, modality)] = SyncStats(
             "incremental",
             factory=info.factory,
             count=count,
@@ -445,34 +551,39 @@ class IndexStore:
 
     def _prune_deletions(self, infos: dict[str, vx.IndexInfo]) -> None:
         """Forget logged deletions every FAISS file has already left out."""
-        generations = [infos[m].generation for m in MODALITIES if m in infos]
+        keys = [slot_key(s, m) for s, m in self.slots()]
+        generations = [infos[k].generation for k in keys if k in infos]
         if generations:
             try:
                 self.manifest.prune_deleted(min(generations))
             except sqlite3.OperationalError as exc:  # (only a log: next time then)
                 log.info("could not prune the deleted-segments log: %s", exc)
 
-    def index_for(self, modality: str) -> faiss.Index:
-        """The FAISS index of a modality, checked (size, count, dim) against vectors.json and
-        that against the manifest; rebuilt from the manifest when stale, damaged or missing."""
-        if modality in self._indexes:
-            return self._indexes[modality]
-        path = self.faiss_path(modality)
+    def index_for(self, modality: str, space: str = HEADS) -> faiss.Index:
+        """The FAISS index of a slot, checked (size, count, dim) against vectors.json and that
+        against the manifest; rebuilt from the manifest when stale, damaged or missing.
+        UsageError when the index keeps no vectors of that space."""
+        key = slot_key(space, modality)
+        if key in self._indexes:
+            return self._indexes[key]
+        if self.slot_dim(modality, space) is None:
+            raise UsageError(f"the index at {self.root} holds no {space} {modality} vectors")
+        path = self.faiss_path(modality, space)
         with self.manifest.read_snapshot():
             generation = self.manifest.generation
             infos = vx.read_sidecar(self.root / SIDECAR)
-            info = infos.get(modality)
-            problem = self.record_problem(modality, info, generation)
+            info = infos.get(key)
+            problem = self.record_problem(modality, info, generation, space)
             if problem is None:
                 index, detail = vx.verify_index_file(path, info)
                 if index is not None:
-                    self._indexes[modality] = index
+                    self._indexes[key] = index
                     return index
                 problem = (detail or "is unreadable", True)
             self._log_rebuild(path, *problem)
-            built = self._build(modality, generation)
-        self._indexes[modality] = built[0]
-        self._save({modality: built}, infos)
+            built = self._build(modality, generation, space)
+        self._indexes[key] = built[0]
+        self._save({key: built}, infos)
         return built[0]
 
     def _log_rebuild(self, path: Path, reason: str, damaged: bool) -> None:
@@ -481,13 +592,17 @@ class IndexStore:
         else:  # stale, or a writer is replacing it right now: routine
             log.info("%s %s; rebuilding it from the manifest", path, reason)
 
-    def _build(self, modality: str, generation: int) -> tuple[faiss.Index, vx.IndexInfo]:
-        """A FAISS index of the manifest's vectors (inside the caller's read snapshot), its
-        search breadth tuned to the recall@10 target on a sample of them (``vx.tune_search``;
-        exact search: 1.0 without measuring)."""
+    def _build(
+        self, modality: str, generation: int, space: str = HEADS
+    ) -> tuple[faiss.Index, vx.IndexInfo]:
+        """A FAISS index of the manifest's vectors of a slot (inside the caller's read
+        snapshot), its search breadth tuned to the recall@10 target on a sample of them
+        (``vx.tune_search``; exact search: 1.0 without measuring)."""
         t0 = time.perf_counter()
-        ids, vecs = self.manifest.vectors(modality, self.dim)  # IndexCorruptError for NaN/inf
-        spec = vx.choose_index_spec(len(ids), self.dim)
+        dim = self.slot_dim(modality, space) or 0
+        # IndexCorruptError for NaN/inf
+        ids, vecs = self.manifest.vectors(modality, dim, space=space)
+        spec = vx.choose_index_spec(len(ids), dim)
         t1 = time.perf_counter()
         try:
             index = vx.build_index(ids, vecs, spec)
@@ -502,7 +617,7 @@ class IndexStore:
         info = vx.IndexInfo(
             generation,
             len(ids),
-            self.dim,
+            dim,
             spec.kind,
             spec.factory,
             manifest_id=self.index_id,
@@ -513,7 +628,7 @@ class IndexStore:
             recall_queries=tuned.queries,
             built_count=len(ids),
         )
-        self.last_sync[modality] = SyncStats(
+        self.last_sync[slot_key(space, modality)] = SyncStats(
             "full",
             factory=spec.factory,
             count=len(ids),
@@ -524,11 +639,15 @@ class IndexStore:
         return index, info
 
     def _save(
-        self, built: dict[str, tuple[faiss.Index, vx.IndexInfo]], seen: dict[str, vx.IndexInfo]
+        self,
+        built: dict[str, tuple[faiss.Index, vx.IndexInfo]],
+        seen: dict[str, vx.IndexInfo],
+        dropped: list[str] | None = None,
     ) -> dict[str, vx.IndexInfo] | None:
-        """Save rebuilt indexes and their sidecar records under the writer lock; the new
-        sidecar records, or None when they stay in memory (a writer is running, read-only dir).
-        A record another process replaced since ``seen`` was read is left alone."""
+        """Save rebuilt indexes (by slot key) and their sidecar records under the writer lock,
+        leaving out the records of ``dropped`` slots; the new sidecar records, or None when they
+        stay in memory (a writer is running, read-only dir). A record another process replaced
+        since ``seen`` was read is left alone."""
         own = self._lock is not None and self._lock.held
         lock = self._lock if own else WriterLock.try_acquire(self.root, "query")
         if lock is None:
@@ -537,16 +656,20 @@ class IndexStore:
         sidecar = self.root / SIDECAR
         try:
             infos = vx.read_sidecar(sidecar)
-            for modality, (index, info) in built.items():
-                if not own and infos.get(modality) != seen.get(modality):
+            for key in dropped or ():
+                if own:
+                    infos.pop(key, None)
+            for key, (index, info) in built.items():
+                if not own and infos.get(key) != seen.get(key):
                     continue  # someone saved a newer one meanwhile
                 t0 = time.perf_counter()
-                size, digest = vx.save_index(index, self.faiss_path(modality))
-                mtime = self.faiss_path(modality).stat().st_mtime_ns
-                infos[modality] = replace(info, bytes=size, sha256=digest, mtime_ns=mtime)
-                if modality in self.last_sync:
-                    self.last_sync[modality].save_s = time.perf_counter() - t0
-                    self.last_sync[modality].bytes = size
+                path = self.root / f"{key}.faiss"
+                size, digest = vx.save_index(index, path)
+                mtime = path.stat().st_mtime_ns
+                infos[key] = replace(info, bytes=size, sha256=digest, mtime_ns=mtime)
+                if key in self.last_sync:
+                    self.last_sync[key].save_s = time.perf_counter() - t0
+                    self.last_sync[key].bytes = size
             vx.write_sidecar(sidecar, infos)
             return infos
         except OSError as exc:
@@ -558,8 +681,10 @@ class IndexStore:
             if not own:
                 lock.release()
 
-    def search(self, modality: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return vx.search(self.index_for(modality), queries, k)
+    def search(
+        self, modality: str, queries: np.ndarray, k: int, space: str = HEADS
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return vx.search(self.index_for(modality, space), queries, k)
 
 
 def _open_for_writing(root: Path, *, rebuild: bool) -> Manifest:

@@ -4,12 +4,13 @@
 
 - ``manifest.sqlite``: opens at all, ``PRAGMA quick_check``, ``PRAGMA foreign_key_check``, a
   readable schema version this avsearch supports, a model recorded, a readable generation, and
-  every stored vector: ``dim`` float32 values, all finite;
+  every stored vector of every space the index keeps (heads, and the model's ``native`` and
+  ``bridge`` ones): its dimension in float32 values, all finite;
 - ``vectors.json``: present, of the current format, each record agreeing with the manifest
   (same manifest id and generation, same count and dim);
-- each ``*.faiss`` file: size, sha256, readable by FAISS, count (plus the removed vectors an
-  HNSW file still masks) and dim as recorded, and the very segment ids the manifest holds
-  (masked ones left out; also after updates in place);
+- each ``*.faiss`` file (one per space and modality): size, sha256, readable by FAISS, count
+  (plus the removed vectors an HNSW file still masks) and dim as recorded, and the very segment
+  ids the manifest holds in that space (masked ones left out; also after updates in place);
 - ``features.sqlite`` (when present): ``quick_check`` and its schema version.
 
 ``repair_index`` takes the writer lock and rebuilds what can be rebuilt from the manifest (the
@@ -35,14 +36,32 @@ import numpy as np
 from avsearch.errors import IndexCorruptError, NoIndexError
 from avsearch.store import vectors as vx
 from avsearch.store.features import FeatureCache, discard_cache, features_problem
-from avsearch.store.index import MANIFEST, MODALITIES, SIDECAR, IndexStore, move_manifest_aside
+from avsearch.store.index import (
+    MANIFEST,
+    MODALITIES,
+    SIDECAR,
+    IndexStore,
+    move_manifest_aside,
+    slot_key,
+)
 from avsearch.store.lock import WriterLock, writer_active
-from avsearch.store.manifest import SCHEMA_VERSION, Manifest
+from avsearch.store.manifest import HEADS, SCHEMA_VERSION, SPACE_COLUMNS, Manifest
 
 FEATURES = "features.sqlite"
 REENCODE = {"size": -1, "mtime_ns": -1, "hash": ""}  # a file row the next embed re-encodes
 _FILES_COLUMNS = ("id", "path", "kind", "size", "mtime_ns", "hash", "indexed_at")
-_SEGMENT_COLUMNS = ("id", "file_id", "modality", "idx", "start", '"end"', "vector")
+_SEGMENT_COLUMNS = (
+    "id",
+    "file_id",
+    "modality",
+    "idx",
+    "start",
+    '"end"',
+    "vector",
+    "native",
+    "bridge",
+)
+_SPACE_ONLY_COLUMNS = ("native", "bridge")  # NULL when a manifest of an older schema lacks them
 
 
 @dataclass(frozen=True)
@@ -297,40 +316,61 @@ class _BadVectors:
     malformed: dict[str, int] = field(default_factory=dict)
 
 
-def _scan_vectors(manifest: Manifest, dim: int) -> tuple[_BadVectors, dict[str, int]]:
-    """The segments whose vector is malformed or non-finite, and the count per modality."""
+def _scan_vectors(
+    manifest: Manifest, slots: dict[tuple[str, str], int]
+) -> tuple[_BadVectors, dict[str, int]]:
+    """The segments with a malformed or non-finite vector in any space of ``slots`` ((space,
+    modality) -> dim; a space's vector may be NULL, the heads' may not), and the count per
+    modality. A problem in a further space is named ``modality (space)``."""
     bad = _BadVectors()
     counts = {m: 0 for m in MODALITIES}
-    width = 4 * dim
-    cur = manifest.conn.execute("SELECT id, file_id, modality, vector FROM segments")
+    spaces = [HEADS, *sorted({s for s, _ in slots if s != HEADS})]
+    columns = ", ".join(SPACE_COLUMNS[sp] for sp in spaces)
+    cur = manifest.conn.execute(f"SELECT id, file_id, modality, {columns} FROM segments")
     while rows := cur.fetchmany(4096):
-        good: list[tuple[int, int, str, bytes]] = []
-        for sid, fid, modality, blob in rows:
-            counts[modality] = counts.get(modality, 0) + 1
-            if isinstance(blob, bytes) and len(blob) == width:
-                good.append((sid, fid, modality, blob))
-            else:
-                bad.segment_ids.append(int(sid))
-                bad.file_ids.add(int(fid))
-                bad.malformed[modality] = bad.malformed.get(modality, 0) + 1
-        if not good:
-            continue
-        vecs = np.frombuffer(b"".join(g[3] for g in good), dtype=np.float32).reshape(-1, dim)
-        for i in np.flatnonzero(~np.isfinite(vecs).all(axis=1)):
-            sid, fid, modality, _ = good[int(i)]
-            bad.segment_ids.append(int(sid))
-            bad.file_ids.add(int(fid))
-            bad.nonfinite[modality] = bad.nonfinite.get(modality, 0) + 1
+        for k, space in enumerate(spaces):
+            good: list[tuple[int, int, str, bytes]] = []
+            for row in rows:
+                sid, fid, modality, blob = row[0], row[1], row[2], row[3 + k]
+                if k == 0:
+                    counts[modality] = counts.get(modality, 0) + 1
+                dim = slots.get((space, modality))
+                if dim is None or (space != HEADS and blob is None):
+                    continue
+                name = modality if space == HEADS else f"{modality} ({space})"
+                if isinstance(blob, bytes) and len(blob) == 4 * dim:
+                    good.append((sid, fid, name, blob))
+                else:
+                    bad.segment_ids.append(int(sid))
+                    bad.file_ids.add(int(fid))
+                    bad.malformed[name] = bad.malformed.get(name, 0) + 1
+            by_dim: dict[int, list[tuple[int, int, str, bytes]]] = {}
+            for g in good:
+                by_dim.setdefault(len(g[3]) // 4, []).append(g)
+            for dim, group in by_dim.items():
+                raw = b"".join(g[3] for g in group)
+                vecs = np.frombuffer(raw, dtype=np.float32).reshape(-1, dim)
+                for i in np.flatnonzero(~np.isfinite(vecs).all(axis=1)):
+                    sid, fid, name, _ = group[int(i)]
+                    bad.segment_ids.append(int(sid))
+                    bad.file_ids.add(int(fid))
+                    bad.nonfinite[name] = bad.nonfinite.get(name, 0) + 1
+    bad.segment_ids = sorted(set(bad.segment_ids))
     return bad, counts
 
 
 def _check_stored_vectors(manifest: Manifest, report: IntegrityReport) -> None:
-    dim = IndexStore(manifest.path.parent, manifest).dim
+    store = IndexStore(manifest.path.parent, manifest)
+    dim = store.dim
     with manifest.read_snapshot():
-        bad, counts = _scan_vectors(manifest, dim)
+        bad, counts = _scan_vectors(manifest, store.slots())
     for label, per in (("non-finite vectors", bad.nonfinite), ("malformed vectors", bad.malformed)):
         if per:
-            what = "NaN or infinite values" if per is bad.nonfinite else f"not {dim} float32 values"
+            what = (
+                "NaN or infinite values"
+                if per is bad.nonfinite
+                else "not their space's dimension in float32 values"
+            )
             parts = ", ".join(f"{n} {m}" for m, n in sorted(per.items()))
             report.problems.append(
                 Problem(
@@ -343,9 +383,10 @@ def _check_stored_vectors(manifest: Manifest, report: IntegrityReport) -> None:
             )
     if bad.file_ids:
         report.notes.append(f"{len(bad.file_ids)} file(s) have segments with bad vectors")
+    spaces = sorted({s for s, _ in store.slots() if s != HEADS})
     report.checked.append(
         f"{MANIFEST}: {counts.get('audio', 0)} audio and {counts.get('visual', 0)} visual vectors "
-        f"of dim {dim} read"
+        f"of dim {dim} read" + (f" (and their {', '.join(spaces)} vectors)" if spaces else "")
     )
 
 
@@ -372,10 +413,11 @@ def _check_vector_files(root: Path, manifest: Manifest, report: IntegrityReport)
     except IndexCorruptError:
         return  # reported with the manifest; repair resets it and rebuilds these files
     infos = vx.read_sidecar(root / SIDECAR)
-    for modality in MODALITIES:
-        name = f"{modality}.faiss"
+    for space, modality in store.slots():
+        key = slot_key(space, modality)
+        name = f"{key}.faiss"
         with manifest.read_snapshot():
-            record = store.record_problem(modality, infos.get(modality), generation)
+            record = store.record_problem(modality, infos.get(key), generation, space)
             if record is not None:
                 reason, damaged = record
                 if not damaged and report.writer_active:
@@ -394,7 +436,7 @@ def _check_vector_files(root: Path, manifest: Manifest, report: IntegrityReport)
                 )
                 continue
             index, detail = vx.verify_index_file(
-                store.faiss_path(modality), infos[modality], checksum=True
+                store.faiss_path(modality, space), infos[key], checksum=True
             )
             if index is None:
                 report.problems.append(
@@ -408,11 +450,13 @@ def _check_vector_files(root: Path, manifest: Manifest, report: IntegrityReport)
                 continue
             ids = vx.index_ids(index)  # (IDMap or IVF; masked ones left out)
             if ids is not None:
+                held = "" if space == HEADS else f" AND {SPACE_COLUMNS[space]} IS NOT NULL"
                 want = np.fromiter(
                     (
                         r[0]
                         for r in manifest.conn.execute(
-                            "SELECT id FROM segments WHERE modality = ? ORDER BY id", (modality,)
+                            f"SELECT id FROM segments WHERE modality = ?{held} ORDER BY id",
+                            (modality,),
                         )
                     ),
                     dtype=np.int64,
@@ -430,7 +474,7 @@ def _check_vector_files(root: Path, manifest: Manifest, report: IntegrityReport)
                         )
                     )
                     continue
-            masked = infos[modality].masked
+            masked = infos[key].masked
             report.checked.append(
                 f"{name}: {index.ntotal - masked} vectors"
                 + (f" (+{masked} removed, masked)" if masked else "")
@@ -439,7 +483,7 @@ def _check_vector_files(root: Path, manifest: Manifest, report: IntegrityReport)
 
 
 def _any_faiss(root: Path) -> bool:
-    return any((root / f"{m}.faiss").exists() for m in MODALITIES)
+    return any(root.glob("*.faiss"))
 
 
 def _leftover_temp_files(root: Path) -> list[Path]:
@@ -497,7 +541,8 @@ def _repair_manifest_rows(
             manifest.ensure_schema()
             rep.actions.append(f"set the unreadable schema version to {SCHEMA_VERSION}")
         try:
-            manifest.schema_version()
+            if manifest.schema_version() < SCHEMA_VERSION:
+                manifest.ensure_schema()  # (an older index: migrated, as embed would)
         except IndexCorruptError:
             return  # not fixable: reported as remaining
         store = IndexStore(root, manifest, lock)
@@ -522,7 +567,7 @@ def _repair_manifest_rows(
             rep.actions.append(f"dropped {orphans} segment(s) that belonged to no file")
             changed = True
         with manifest.read_snapshot():
-            bad, _ = _scan_vectors(manifest, store.dim)
+            bad, _ = _scan_vectors(manifest, store.slots())
         if bad.segment_ids:
             with manifest.transaction():
                 _drop_segments(manifest, bad.segment_ids)
@@ -541,9 +586,8 @@ def _repair_manifest_rows(
         force = changed or vector_problem or bool(kinds & {"generation", "schema version"})
         infos = store.sync_vectors(force=force, checksum=True)
         if force:
-            counts = ", ".join(
-                f"{m}.faiss ({infos[m].count} vectors)" for m in MODALITIES if m in infos
-            )
+            keys = [slot_key(sp, m) for sp, m in store.slots()]
+            counts = ", ".join(f"{k}.faiss ({infos[k].count} vectors)" for k in keys if k in infos)
             rep.actions.append(f"rebuilt {counts} and {SIDECAR} from the manifest")
     finally:
         manifest.close()  # (not store.close(): the caller releases the lock)
@@ -619,7 +663,7 @@ def _salvage_manifest(root: Path, rep: RepairReport) -> bool:
     try:
         meta, _ = _read_table(old, "meta", ("key", "value"))
         files, files_gap = _read_table(old, "files", _FILES_COLUMNS)
-        segments, seg_gap = _read_table(old, "segments", _SEGMENT_COLUMNS)
+        segments, seg_gap = _read_table(old, "segments", _present_columns(old))
         try:
             seq = old.execute("SELECT seq FROM sqlite_sequence WHERE name='segments'").fetchone()
         except sqlite3.DatabaseError:
@@ -653,7 +697,8 @@ def _salvage_manifest(root: Path, rep: RepairReport) -> bool:
                 files,
             )
             new.conn.executemany(
-                f"INSERT INTO segments({', '.join(_SEGMENT_COLUMNS)}) VALUES(?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO segments({', '.join(_SEGMENT_COLUMNS)}) "
+                f"VALUES({', '.join('?' * len(_SEGMENT_COLUMNS))})",
                 kept,
             )
             if seq is not None and str(seq[0]).isdigit():
@@ -696,6 +741,19 @@ def _salvage_manifest(root: Path, rep: RepairReport) -> bool:
         )
     )
     return True
+
+
+def _present_columns(conn: sqlite3.Connection) -> tuple[str, ...]:
+    """The segment columns to read from a manifest being salvaged: those of the current schema,
+    a further space's column it lacks (an older schema) read as NULL."""
+    try:
+        have = {str(r[1]) for r in conn.execute("PRAGMA table_info(segments)")}
+    except sqlite3.DatabaseError:
+        have = set()
+    return tuple(
+        f"NULL AS {c}" if c in _SPACE_ONLY_COLUMNS and have and c not in have else c
+        for c in _SEGMENT_COLUMNS
+    )
 
 
 def _give_up_salvage(root: Path, rep: RepairReport, dst: Path, why: str) -> bool:

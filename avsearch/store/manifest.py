@@ -10,6 +10,15 @@ avsearch itself never does, is logged too) with the generation it happened at: t
 updates a FAISS file in place from those ids and the ids above the file's largest (see
 ``IndexStore.sync_vectors``).
 
+Vector spaces (schema 3): besides its heads vector (``vector``, the model's shared cross-modal
+space), a segment may hold one vector per further space of the model, each in a column of its
+own (:data:`SPACE_COLUMNS`): ``native`` (the backbone's own features, centred and reduced: what
+same-modality search ranks in) and ``bridge`` (ImageNet groups, the zero-shot route fused with
+the heads in cross-modal search). NULL means the segment has none (the model has no such space,
+or the index predates it: ``embed`` then re-encodes the file, from the feature cache when it
+holds it). The FAISS files of a space use the same segment ids, so the deletion log serves
+every space.
+
 Paths: a file name that is valid UTF-8 is stored as TEXT; any other (POSIX names are bytes) as
 the BLOB of its ``os.fsencode`` bytes, in the same column (SQLite types values, not columns),
 and read back with ``os.fsdecode``. Callers see ``str`` paths either way (see
@@ -21,9 +30,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -31,7 +40,7 @@ import numpy as np
 
 from avsearch.errors import IndexCorruptError, SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -90,8 +99,31 @@ INSERT OR REPLACE INTO meta(key, value) SELECT
     'deletions_logged_from', COALESCE((SELECT value FROM meta WHERE key = 'generation'), '0');
 """
 
-# version -> statements upgrading from version-1 (rclip's ensure_version, step by step)
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# 3: a column per further vector space of the model (see the module docstring); NULL for the
+# rows already there. Idempotent (a column already there is kept), like the statements above.
+HEADS = "heads"
+SPACE_COLUMNS: dict[str, str] = {HEADS: "vector", "native": "native", "bridge": "bridge"}
+
+
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    have = {str(r[1]) for r in conn.execute("PRAGMA table_info(segments)")}
+    for space, column in SPACE_COLUMNS.items():
+        if space != HEADS and column not in have:
+            conn.execute(f"ALTER TABLE segments ADD COLUMN {column} BLOB")
+        if space != HEADS:  # (partial: tiny once every segment holds the space; files_lacking)
+            conn.execute(
+                f"CREATE INDEX IF NOT EXISTS segments_no_{column} ON segments(modality, file_id) "
+                f"WHERE {column} IS NULL"
+            )
+
+
+# version -> statements (or a function) upgrading from version-1 (rclip's ensure_version, step
+# by step)
+MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
+    1: _SCHEMA_V1,
+    2: _SCHEMA_V2,
+    3: _migrate_v3,
+}
 
 
 def sql_statements(script: str) -> list[str]:
@@ -135,7 +167,8 @@ class NewSegment:
     idx: int
     start: float
     end: float
-    vector: np.ndarray
+    vector: np.ndarray  # in the heads' space
+    spaces: Mapping[str, np.ndarray] = field(default_factory=dict)  # further spaces: "native"...
 
 
 def path_to_db(path: str) -> str | bytes:
@@ -150,6 +183,18 @@ def path_to_db(path: str) -> str | bytes:
 def path_from_db(value: str | bytes) -> str:
     """The ``str`` path of a stored value (a BLOB comes back with surrogate escapes)."""
     return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _column(space: str) -> str:
+    """The segments column of a space (ValueError for an unknown one: never in SQL)."""
+    try:
+        return SPACE_COLUMNS[space]
+    except KeyError:
+        raise ValueError(f"unknown vector space {space!r}") from None
+
+
+def _blob(vector: np.ndarray | None) -> bytes | None:
+    return None if vector is None else np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
 def _file_row(r: sqlite3.Row) -> FileRow:
@@ -284,6 +329,7 @@ class Manifest:
         self.conn.row_factory = sqlite3.Row
         self._in_tx = False
         self._in_read = False
+        self._columns: frozenset[str] | None = None  # of segments, read once (has_space)
 
     def close(self) -> None:
         self.conn.close()
@@ -318,9 +364,14 @@ class Manifest:
             )
         with self.transaction():
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in sql_statements(MIGRATIONS[version]):
-                    self.conn.execute(statement)
+                step = MIGRATIONS[version]
+                if callable(step):
+                    step(self.conn)
+                else:
+                    for statement in sql_statements(step):
+                        self.conn.execute(statement)
                 self.set_meta("schema_version", str(version))
+        self._columns = None
 
     # ------------------------------------------------------------------------------- meta
     def get_meta(self, key: str) -> str | None:
@@ -431,9 +482,12 @@ class Manifest:
                 (stored, kind, size, mtime_ns, digest, time.time()),
             )
             file_id = int(cur.lastrowid or 0)
+            extra = [sp for sp in SPACE_COLUMNS if sp != HEADS and self.has_space(sp)]
+            columns = ", ".join(SPACE_COLUMNS[sp] for sp in (HEADS, *extra))
+            marks = ", ".join("?" * (6 + len(extra)))
             self.conn.executemany(
-                'INSERT INTO segments(file_id, modality, idx, start, "end", vector) '
-                "VALUES(?, ?, ?, ?, ?, ?)",
+                f'INSERT INTO segments(file_id, modality, idx, start, "end", {columns}) '
+                f"VALUES({marks})",
                 [
                     (
                         file_id,
@@ -441,7 +495,8 @@ class Manifest:
                         s.idx,
                         s.start,
                         s.end,
-                        np.ascontiguousarray(s.vector, dtype=np.float32).tobytes(),
+                        _blob(s.vector),
+                        *(_blob(s.spaces.get(sp)) for sp in extra),
                     )
                     for s in segments
                 ],
@@ -478,46 +533,124 @@ class Manifest:
             self.bump_generation()
 
     # ------------------------------------------------------------------------------- segments
-    def segment_count(self, modality: str | None = None) -> int:
+    def has_space(self, space: str) -> bool:
+        """Whether the segments table has the column of ``space`` (an index of schema 1 or 2
+        read without migrating has none but the heads')."""
+        if space == HEADS:
+            return True
+        if self._columns is None:
+            rows = self.conn.execute("PRAGMA table_info(segments)").fetchall()
+            self._columns = frozenset(str(r[1]) for r in rows)
+        return _column(space) in self._columns  # (ValueError for an unknown space)
+
+    def segment_count(self, modality: str | None = None, space: str = HEADS) -> int:
+        """Segments (of ``modality``) holding a vector of ``space`` (every segment holds one
+        of the heads')."""
+        if not self.has_space(space):
+            return 0
         if modality is None:
+            if space != HEADS:
+                return sum(self.segment_count(m, space) for m in ("audio", "visual"))
             return int(self.conn.execute("SELECT count(*) FROM segments").fetchone()[0])
-        return int(
+        total = int(
             self.conn.execute(
                 "SELECT count(*) FROM segments WHERE modality = ?", (modality,)
             ).fetchone()[0]
         )
+        if space == HEADS:
+            return total
+        # all but those lacking it: counted on the partial index segments_no_<column>, which
+        # holds only them (counting the holders would read every row's vector)
+        lacking = self.conn.execute(
+            f"SELECT count(*) FROM segments WHERE modality = ? AND {_column(space)} IS NULL",
+            (modality,),
+        ).fetchone()[0]
+        return total - int(lacking)
 
     def vectors(
-        self, modality: str, dim: int, *, after_id: int | None = None
+        self, modality: str, dim: int, *, after_id: int | None = None, space: str = HEADS
     ) -> tuple[np.ndarray, np.ndarray]:
-        """All (ids, vectors) of one modality, ordered by id (only ids above ``after_id``, if
-        given).
+        """All (ids, vectors) of one modality in ``space``, ordered by id (only ids above
+        ``after_id``, if given; only segments holding a vector of that space).
 
         Raises IndexCorruptError when a stored vector is not ``dim`` float32 values or holds NaN
         or inf: such a row must never reach FAISS or an evaluation (``avsearch index repair``
         drops it and marks its file to be re-encoded)."""
+        if not self.has_space(space):
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        col = _column(space)
         rows = self.conn.execute(
-            "SELECT id, vector, file_id FROM segments WHERE modality = ? AND id > ? ORDER BY id",
+            f"SELECT id, {col}, file_id FROM segments WHERE modality = ? AND id > ? "
+            f"AND {col} IS NOT NULL ORDER BY id",
             (modality, -1 if after_id is None else after_id),
         ).fetchall()
-        return self._checked_vectors(rows, modality, dim)
+        return self._checked_vectors(rows, modality, dim, space)
+
+    def vectors_by_ids(
+        self, ids: Iterable[int], dim: int, space: str = HEADS
+    ) -> dict[int, np.ndarray]:
+        """The ``space`` vectors of the segments ``ids`` that hold one (unchecked: for scoring
+        search candidates, which FAISS already holds checked)."""
+        if not self.has_space(space):
+            return {}
+        col = _column(space)
+        id_list = [int(i) for i in ids]
+        out: dict[int, np.ndarray] = {}
+        for start in range(0, len(id_list), 500):
+            chunk = id_list[start : start + 500]
+            rows = self.conn.execute(
+                f"SELECT id, {col} FROM segments WHERE id IN ({','.join('?' * len(chunk))}) "
+                f"AND {col} IS NOT NULL",
+                chunk,
+            )
+            for r in rows:
+                if isinstance(r[1], bytes) and len(r[1]) == 4 * dim:
+                    out[int(r[0])] = np.frombuffer(r[1], dtype=np.float32)
+        return out
 
     def changed_vectors(
-        self, modality: str, dim: int, *, since: int, up_to_id: int
+        self, modality: str, dim: int, *, since: int, up_to_id: int, space: str = HEADS
     ) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the segments of ``modality`` with ids up to ``up_to_id`` that were
         changed in place at generation ``since`` or later (in ``deleted_segments`` yet still
         here), ordered by id; checked as ``vectors`` checks."""
+        if not self.has_space(space):
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        col = _column(space)
         rows = self.conn.execute(
-            "SELECT id, vector, file_id FROM segments WHERE modality = ? AND id <= ? AND id IN "
+            f"SELECT id, {col}, file_id FROM segments WHERE modality = ? AND id <= ? "
+            f"AND {col} IS NOT NULL AND id IN "
             "(SELECT id FROM deleted_segments WHERE modality = ? AND generation >= ?) "
             "ORDER BY id",
             (modality, up_to_id, modality, since),
         ).fetchall()
-        return self._checked_vectors(rows, modality, dim)
+        return self._checked_vectors(rows, modality, dim, space)
+
+    def files_lacking(self, slots: Iterable[tuple[str, str]]) -> set[int]:
+        """Ids of the files with a segment of one of ``slots`` ((space, modality) pairs) that
+        holds no vector of that space (the model gained a space, or the index predates it)."""
+        out: set[int] = set()
+        for space, modality in slots:
+            if space == HEADS:
+                continue
+            held = f" AND {_column(space)} IS NULL" if self.has_space(space) else ""
+            rows = self.conn.execute(
+                f"SELECT DISTINCT file_id FROM segments WHERE modality = ?{held}", (modality,)
+            )  # (on the partial index segments_no_<column>: instant when none lacks it)
+            out.update(int(r[0]) for r in rows)
+        return out
+
+    def clear_space(self, space: str) -> int:
+        """Drop every vector of ``space`` (its vectors were made otherwise: the model's space
+        changed); returns how many. The caller bumps the generation."""
+        if space == HEADS or not self.has_space(space):
+            return 0
+        col = _column(space)
+        cur = self.conn.execute(f"UPDATE segments SET {col} = NULL WHERE {col} IS NOT NULL")
+        return int(cur.rowcount or 0)
 
     def _checked_vectors(
-        self, rows: list[Any], modality: str, dim: int
+        self, rows: list[Any], modality: str, dim: int, space: str = HEADS
     ) -> tuple[np.ndarray, np.ndarray]:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         if not rows:
@@ -526,17 +659,21 @@ class Manifest:
         wrong = {r[2] for r in rows if not isinstance(r[1], bytes) or len(r[1]) != width}
         if wrong:
             n = sum(1 for r in rows if not isinstance(r[1], bytes) or len(r[1]) != width)
+            where = "" if space == HEADS else f" of the {space} space"
             raise IndexCorruptError(
-                f"{self.path} holds {n} {modality} vector(s) that are not {dim} float32 values "
-                f"(in {len(wrong)} file(s)); they cannot be searched"
+                f"{self.path} holds {n} {modality} vector(s){where} that are not {dim} float32 "
+                f"values (in {len(wrong)} file(s)); they cannot be searched",
+                hint="run `avsearch index repair`: it drops those segments and marks their "
+                "files to be re-encoded by the next `avsearch embed`",
             )
         vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, dim)
         finite = np.isfinite(vecs).all(axis=1)
         if not finite.all():
             files = {rows[i][2] for i in np.flatnonzero(~finite)}
+            where = "" if space == HEADS else f" of the {space} space"
             raise IndexCorruptError(
-                f"{self.path} holds {int((~finite).sum())} {modality} vector(s) with NaN or "
-                f"infinite values (in {len(files)} file(s)); they cannot be searched",
+                f"{self.path} holds {int((~finite).sum())} {modality} vector(s){where} with NaN "
+                f"or infinite values (in {len(files)} file(s)); they cannot be searched",
                 hint="run `avsearch index repair`: it drops those segments and marks their "
                 "files to be re-encoded by the next `avsearch embed`",
             )

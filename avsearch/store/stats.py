@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from avsearch.store import vectors as vx
-from avsearch.store.index import MANIFEST, MODALITIES, SIDECAR, IndexStore
-from avsearch.store.manifest import SCHEMA_VERSION
+from avsearch.store.index import MANIFEST, SIDECAR, IndexStore, slot_key
+from avsearch.store.manifest import HEADS, SCHEMA_VERSION
 
 
 def index_stats(root: Path) -> dict[str, Any]:
@@ -28,17 +28,42 @@ def index_stats(root: Path) -> dict[str, Any]:
             "files": m.file_count(),
             "files_by_kind": kinds,
             "segments": {"audio": m.segment_count("audio"), "visual": m.segment_count("visual")},
-            "vector_indexes": {k: _vector_status(store, k, infos.get(k)) for k in MODALITIES},
+            "spaces": spaces_status(store),
+            "vector_indexes": {
+                slot_key(sp, mod): _vector_status(store, mod, infos.get(slot_key(sp, mod)), sp)
+                for sp, mod in store.slots()
+            },
             "bytes_on_disk": size,
             "manifest": str(root / MANIFEST),
         }
 
 
-def _vector_status(store: IndexStore, modality: str, info: vx.IndexInfo | None) -> dict[str, Any]:
+def spaces_status(store: IndexStore) -> dict[str, Any]:
+    """The index's vector spaces: the heads' dimension; for each further space of the model its
+    dimension per modality and how many segments hold a vector of it, or why it is off."""
+    stamp = store.model_stamp()
+    assert stamp is not None
+    out: dict[str, Any] = {HEADS: {"dim": stamp.dim}}
+    for space, info in stamp.spaces.items():
+        dims = {m: d for m, d in info.items() if m in ("audio", "visual") and isinstance(d, int)}
+        if not dims:
+            out[space] = {"off": str(info.get("off", "the model has no such space"))}
+            continue
+        counts = {m: store.manifest.segment_count(m, space) for m in dims}
+        out[space] = {"dim": dims, "vectors": counts}
+        lacking = {m: store.manifest.segment_count(m) - n for m, n in counts.items()}
+        if any(lacking.values()):
+            out[space]["lacking"] = lacking  # made by the next embed over their folders
+    return out
+
+
+def _vector_status(
+    store: IndexStore, modality: str, info: vx.IndexInfo | None, space: str = HEADS
+) -> dict[str, Any]:
     """Count, type, search parameters and the recall@10 measured when it was built, from
     vectors.json, and whether the FAISS file is up to date and checks out (size, count, dim;
     ``avsearch index check`` also verifies its sha256)."""
-    problem = store.vector_problem(modality)
+    problem = store.vector_problem(modality, space=space)
     out: dict[str, Any] = {
         "count": None if info is None else info.count,
         "type": None if info is None else info.factory,
@@ -51,7 +76,7 @@ def _vector_status(store: IndexStore, modality: str, info: vx.IndexInfo | None) 
     }
     if problem is not None:
         reason, damaged = problem
-        out["problem"] = f"{store.faiss_path(modality).name} {reason}"
+        out["problem"] = f"{store.faiss_path(modality, space).name} {reason}"
         out["damaged"] = damaged
     return out
 
@@ -65,7 +90,8 @@ def _search_params(info: vx.IndexInfo) -> dict[str, int]:
 
 
 def vector_index_line(modality: str, status: dict[str, Any]) -> str:
-    """One line of ``avsearch index stats`` about a FAISS file."""
+    """One line of ``avsearch index stats`` about a FAISS file (``modality``: its slot key,
+    ``audio`` or ``native.audio``)."""
     if status["count"] is None:
         line = f"{modality}: no vector index yet"
     else:

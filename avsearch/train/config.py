@@ -37,7 +37,7 @@ LR_SCHEDULES = ("cosine", "constant", "one-cycle")
 # the audio backbones of avsearch.encoders.registry (reading it imports no torch)
 AUDIO_BACKBONES = registered_backbones("audio")
 # the audio backbone of `avsearch train` (media mode) when none is named: the default model's
-DEFAULT_AUDIO_BACKBONE = "aisfx-words"
+DEFAULT_AUDIO_BACKBONE = "aisfx"  # the default model's audio tower
 # views per item with --augment: view 0 as decoded + 2 augmented (what docs/benchmarks.md used)
 DEFAULT_VIEWS = 3
 
@@ -219,6 +219,12 @@ def _is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _audio_composite(value: Any) -> bool:
+    """``a+b``: two or more registered audio backbones joined by ``+``."""
+    parts = value.split("+") if isinstance(value, str) else []
+    return len(parts) > 1 and all(p in AUDIO_BACKBONES for p in parts)
+
+
 def _validate(c: TrainConfig) -> None:
     choices = {
         "method": METHODS,
@@ -231,6 +237,8 @@ def _validate(c: TrainConfig) -> None:
     }
     for name, allowed in choices.items():
         value = getattr(c, name)
+        if name == "audio_backbone" and _audio_composite(value):
+            continue  # several registered audio backbones side by side: aisfx+soundnet
         _need(value in allowed, name, f"one of {', '.join(allowed)}", value)
     ints_min = {
         "epochs": 1,

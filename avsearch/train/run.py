@@ -9,6 +9,12 @@ augmented copies (``avsearch.train.augment.DEFAULT_AUDIO_AUGMENT`` / ``DEFAULT_V
 Feature mode (``--features file.h5``): train directly on precomputed features in one of the
 HDF5 layouts of :func:`avsearch.train.load_h5`; the test split, when present, is evaluated.
 
+Media mode also fits the model's native spaces on the training windows (every window once,
+as decoded, before any augmentation; :mod:`avsearch.encoders.native`): ``native.safetensors``
+and the ``native:`` section of ``config.yaml``, which same-modality search ranks in. A model
+whose audio tower includes ``soundnet`` gets the default ``fusion:`` rule with the zero-shot
+bridge written out (:mod:`avsearch.encoders.bridge`).
+
 Either way the model's ``config.yaml`` records, under ``training``, the command that made it
 (``command``, when the caller gives it: the CLI does) and the data it read (``data.files``,
 ``data.digest``: :func:`data_record`), so the run can be repeated and checked.
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from avsearch.encoders.backbones import Backbones
+from avsearch.encoders.bridge import FusionRule, bridge_off_reason
 from avsearch.encoders.heads import HeadConfig
 from avsearch.encoders.model_dir import (
     ModelConfig,
@@ -36,6 +43,7 @@ from avsearch.encoders.model_dir import (
     load_heads,
     sha256_file,
 )
+from avsearch.encoders.native import fit_native, windows_by_modality, write_native
 from avsearch.encoders.registry import BACKBONES
 from avsearch.errors import UsageError
 from avsearch.evaluate import RetrievalReport
@@ -110,12 +118,14 @@ def media_template(name: str, cfg: TrainConfig | None = None) -> ModelConfig:
         towers[modality] = TowerConfig(
             backbone, HeadConfig(info.dim), None, sha256_file(info.default_weights())
         )
+    bridged = bridge_off_reason(audio, "efficientnet-lite0") is None
     return ModelConfig(
         name=name,
         embedding_dim=128,
         audio=towers["audio"],
         visual=towers["visual"],
         description=f"frozen {audio} + EfficientNet-Lite0, heads trained by `avsearch train`",
+        fusion=FusionRule().to_config() if bridged else {},
     )
 
 
@@ -214,6 +224,7 @@ def run_train_media(
         )
         if not files:
             raise UsageError("no media files found", hint="give folders of videos, sounds, images")
+        windows = windows_by_modality(files)  # (as decoded: the views below replace them)
         views_decoded = 0
         if cfg.augment:
             encode = _view_encoder(cfg, backbones, spec.sample_rate)
@@ -263,6 +274,13 @@ def run_train_media(
         model_template=media_template(out.name, cfg),
         training_info=info,
     )
+    native = fit_native(
+        windows,
+        {"audio": cfg.audio_backbone, "visual": "efficientnet-lite0"},
+        fitted_on={"files": record["files"], "digest": record["digest"], "by": "avsearch train"},
+    )
+    if native.towers:  # (fewer than two windows of a modality: no native space for it)
+        result = replace(result, fingerprint=write_native(result.out_dir, native))
     media = {
         "files": stats.files,
         "decoded": stats.decoded,

@@ -221,7 +221,14 @@ def _expect(op: str, summary: EmbedSummary, n_files: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("large", "default_cycles"), [(False, 600), (True, 200)], ids=["small", "large"]
+    ("large", "default_cycles"),
+    # the fast lane runs a short soak; the full lane (CI) the long ones
+    [
+        (False, 150),
+        pytest.param(False, 600, marks=pytest.mark.slow),
+        pytest.param(True, 200, marks=pytest.mark.slow),
+    ],
+    ids=["short", "small", "large"],
 )
 def test_soak(large: bool, default_cycles: int, tmp_path: Path) -> None:
     cycles = CYCLES or default_cycles
