@@ -14,9 +14,10 @@ an item of the other modality is below ``low``, 0.55) and closes (0) when they d
 - same modality (a sound searching sounds, a picture pictures): the heads fused with the
   ``native`` space of that modality (``heads+native``; the backbone's own features,
   :mod:`avsearch.encoders.native`). The heads know the concepts they were trained on far
-  better than the backbone (AV-Digits sound->sound 0.985 vs 0.273); the backbone keeps the
-  similarity of everything else (natural/ sounds unseen by the heads: 0.426 vs 0.304); gated,
-  the fusion keeps both (0.978 and 0.436; ``docs/benchmarks.md``, "Vector spaces"). The
+  better than the backbone (AV-Digits test sound->sound MAP 0.971 vs 0.260); the backbone keeps
+  the similarity of what the heads never saw (natural/ sounds, heads trained on AV-Digits
+  alone: 0.432 vs 0.212); gated, the fusion keeps most of both (0.967 and 0.403;
+  ``docs/benchmarks.md``, "Vector spaces"). The
   heads' space alone when the model has no native space (with a note); ``--space native`` or
   ``--space heads`` ranks in one of them alone;
 - cross-modal: the heads' space, fused with the ``bridge`` space when the model has one
