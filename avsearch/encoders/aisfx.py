@@ -55,22 +55,22 @@ MIN_FRAMES = 8  # three 2x2 max-pools need at least 8 frames
 
 
 class ConvBlock(nn.Module):
-    """Two bias-free 3x3 convolutions, each followed by BatchNorm and ReLU, then a max-pool."""
+    """Two bias-free 3x3 convolutions, each followed by BatchNorm and ReLU, then a pool: max
+    (aisfx) or average (PANNs CNN14, whose checkpoint uses the same parameter names)."""
 
-    def __init__(self, in_channels: int, out_channels: int, pool: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, pool: int, kind: str = "max") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.pool = pool
+        self.pool_fn = F.max_pool2d if kind == "max" else F.avg_pool2d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
-        if self.pool > 1:
-            x = F.max_pool2d(x, kernel_size=self.pool)
-        return x
+        return self.pool_fn(x, self.pool) if self.pool > 1 else x
 
 
 class AisfxNet(nn.Module):

@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import os
 import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,3 +96,33 @@ def load_safetensors(path: Path, what: str) -> dict[str, Tensor]:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises SafetensorError and others for bad files
         raise ModelError(f"{path}: cannot read {what}: {exc}", hint=PICKLE_HINT) from exc
+
+
+def convert_main(
+    argv: Sequence[str] | None,
+    module: str,
+    what: str,
+    sources: str,
+    convert: Callable[[Path, Path | None], object],
+) -> int:
+    """``python -m avsearch.encoders.<module> convert SRC [DST]``: a public checkpoint to
+    ``.safetensors`` once (shared by the loaders of checkpoints a user downloads)."""
+    import argparse
+    import logging
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m avsearch.encoders.{module}", description=f"{what} backbone tools."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert", help=f"convert {sources} to .safetensors (run once)")
+    conv.add_argument("src", type=Path, help=sources)
+    conv.add_argument("dst", type=Path, nargs="?", default=None, help="default: SRC.safetensors")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        convert(args.src, args.dst)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

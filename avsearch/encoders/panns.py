@@ -40,9 +40,7 @@ padded clips shorter than 10 s with zeros.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avsearch.encoders.aisfx import ConvBlock
+from avsearch.encoders.files import convert_main
 from avsearch.encoders.tower import AudioInput
 from avsearch.encoders.vggish import as_tensors, load_strict, read_weights_file, run_rows, sha256_of
 from avsearch.errors import ModelError
@@ -195,23 +195,6 @@ class _LogMel(nn.Module):
 
 
 # ----------------------------------------------------------------------------- network
-class ConvBlock(nn.Module):
-    """Two bias-free 3x3 convolutions, each with BatchNorm and ReLU, then an average pool."""
-
-    def __init__(self, in_channels: int, out_channels: int, pool: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.pool = pool
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        return F.avg_pool2d(x, self.pool) if self.pool > 1 else x
-
-
 class Cnn14(nn.Module):
     """Waveform windows (mono 32 kHz) -> 2048-d PANNs CNN14 embeddings (module docstring).
 
@@ -236,7 +219,7 @@ class Cnn14(nn.Module):
         in_channels = 1
         for i, out_channels in enumerate(CHANNELS, start=1):
             pool = 2 if i < len(CHANNELS) else 1
-            self.add_module(f"conv_block{i}", ConvBlock(in_channels, out_channels, pool))
+            self.add_module(f"conv_block{i}", ConvBlock(in_channels, out_channels, pool, "avg"))
             in_channels = out_channels
         self.fc1 = nn.Linear(DIM, DIM)
         self.fc_audioset = nn.Linear(DIM, N_CLASSES)
@@ -339,21 +322,7 @@ def convert(src: Path, dst: Path | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m avsearch.encoders.panns", description="PANNs CNN14 backbone tools."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("convert", help=f"convert {WEIGHTS_FILE} to .safetensors (run once)")
-    conv.add_argument("src", type=Path, help=WEIGHTS_FILE)
-    conv.add_argument("dst", type=Path, nargs="?", default=None, help="default: SRC.safetensors")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        convert(args.src, args.dst)
-    except ModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return convert_main(argv, "panns", "PANNs CNN14", WEIGHTS_FILE, convert)
 
 
 if __name__ == "__main__":

@@ -38,11 +38,9 @@ row is zero-padded to one patch. The window's vector is the mean of its patch ve
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import re
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avsearch.encoders.files import convert_main
 from avsearch.encoders.tower import AudioInput
 from avsearch.errors import ModelError
 
@@ -520,23 +519,7 @@ def _check_weights(state: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m avsearch.encoders.vggish", description="VGGish backbone tools."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser(
-        "convert", help=f"convert {WEIGHTS_FILE} or {PCA_FILE} to .safetensors (run once)"
-    )
-    conv.add_argument("src", type=Path, help=f"{WEIGHTS_FILE} or {PCA_FILE}")
-    conv.add_argument("dst", type=Path, nargs="?", default=None, help="default: SRC.safetensors")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        convert(args.src, args.dst)
-    except ModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return convert_main(argv, "vggish", "VGGish", f"{WEIGHTS_FILE} or {PCA_FILE}", convert)
 
 
 if __name__ == "__main__":
