@@ -16,6 +16,7 @@ feature map is ``[512, 12, 12]``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from avsearch.encoders.audio_frontend import (
     N_MELS,
@@ -44,6 +46,7 @@ __all__ = [
     "AisfxBackbone",
     "AisfxNet",
     "ConvBlock",
+    "fold_batchnorm",
     "load_aisfx",
 ]
 
@@ -71,6 +74,22 @@ class ConvBlock(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
         return self.pool_fn(x, self.pool) if self.pool > 1 else x
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """An inference copy of ``net``: every :class:`ConvBlock`'s BatchNorm (running statistics)
+    folded into the convolution before it, weights in channels_last layout. Same outputs up to
+    float rounding (max relative difference about 1e-6 on aisfx); about 30% less time per
+    window on this CPU (bench/embed_throughput.py). ``net`` itself is left as it is."""
+    fast = copy.deepcopy(net).eval()
+    for block in fast.modules():
+        if isinstance(block, ConvBlock):
+            block.conv1 = fuse_conv_bn_eval(block.conv1, block.bn1)
+            block.conv2 = fuse_conv_bn_eval(block.conv2, block.bn2)
+            block.bn1, block.bn2 = nn.Identity(), nn.Identity()  # type: ignore[assignment]
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return fast.to(memory_format=torch.channels_last)
 
 
 class AisfxNet(nn.Module):
@@ -130,8 +149,9 @@ class AisfxBackbone(nn.Module):
     embeddings, front-end + network.
 
     :meth:`forward` is the differentiable torch path; :meth:`features` is the tower's numpy entry
-    point. The module's state dict holds only the network (``net.*``): the front-end's
-    filterbank and window are rebuilt from constants.
+    point, run by a BatchNorm-folded copy of the network (:func:`fold_batchnorm`, made on first
+    use: the tower is frozen). The module's state dict holds only the network (``net.*``): the
+    front-end's filterbank and window are rebuilt from constants.
     """
 
     name = "aisfx"
@@ -149,6 +169,7 @@ class AisfxBackbone(nn.Module):
             net = load_aisfx(weights)
         self.frontend = LogMelFrontend()
         self.net = net
+        self._fast: list[nn.Module] = []  # the folded copy, in a list: not a submodule
         self.eval()
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
@@ -171,4 +192,12 @@ class AisfxBackbone(nn.Module):
         zero-padded, a 1-D array is one row, chunks of at most 64 rows on the network's
         device)."""
         device = next(self.net.parameters()).device
-        return run_windows(self.forward, waves, self.dim, EMBED_CHUNK, device)
+        if not self._fast or next(self._fast[0].parameters()).device != device:
+            self._fast[:] = [fold_batchnorm(self.net)]
+        fast = self._fast[0]
+
+        def forward(rows: torch.Tensor) -> torch.Tensor:
+            short = WINDOW_SAMPLES - rows.shape[1]
+            return fast(self.frontend(F.pad(rows, (0, short)) if short > 0 else rows))
+
+        return run_windows(forward, waves, self.dim, EMBED_CHUNK, device)

@@ -244,8 +244,10 @@ def test_batch_independence(net: vg.VGGish) -> None:
         batch = net(x)
         alone = torch.cat([net(x[i : i + 1]) for i in range(len(x))])
         shuffled = net(x.flip(0)).flip(0)
-    torch.testing.assert_close(batch, alone, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(batch, shuffled, rtol=1e-5, atol=1e-5)
+    # BLAS kernels differ by batch size: float noise reaches 2e-5 on some CPUs (AMD EPYC);
+    # a row that depended on its neighbours would differ by far more
+    torch.testing.assert_close(batch, alone, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(batch, shuffled, rtol=1e-4, atol=1e-4)
 
 
 def test_long_row_is_mean_of_its_patches_and_short_row_is_padded(net: vg.VGGish) -> None:
