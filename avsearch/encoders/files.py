@@ -9,6 +9,11 @@ here, importing nothing else of avsearch but its errors, keeps the import graph 
 - :func:`package_file`: a data file inside an installed package, found without importing it.
 - :func:`sha256_file`, :func:`check_safetensors`, :func:`load_safetensors`: weights are read
   from safetensors only (a pickle can run code when loaded).
+- :func:`require_file`, :func:`read_weights_file`, :func:`as_tensors`, :func:`load_strict`,
+  :func:`run_rows`: what the loaders of public checkpoints a user downloads (VGGish, PANNs)
+  share: a local ``.pth`` read with ``torch.load(weights_only=True)`` (or its ``.safetensors``
+  conversion), checked against the network's state dict, then run in chunks.
+- :func:`convert_main`: their ``python -m avsearch.encoders.<module> convert`` command.
 
 Nothing here imports torch at import time.
 """
@@ -18,18 +23,24 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from avsearch.errors import ModelError
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    import torch
+    from torch import Tensor, nn
 
 MODELS_ENV = "AVSEARCH_MODELS"
 PICKLE_HINT = "model weights are read from safetensors only: a pickle can run code when loaded"
+POINT_AT_IT = "give its path with --backbone-weights PATH or backbone_weights: in avsearch.yaml"
+REFUSED = "it needs"
 
 
 def models_root() -> Path:
@@ -57,7 +68,7 @@ def package_file(module: str, relpath: str) -> Path:
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
+    with Path(path).open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -96,6 +107,163 @@ def load_safetensors(path: Path, what: str) -> dict[str, Tensor]:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises SafetensorError and others for bad files
         raise ModelError(f"{path}: cannot read {what}: {exc}", hint=PICKLE_HINT) from exc
+
+
+def _numpy_array_globals() -> list[Any]:
+    """The numpy globals a pickled numeric ndarray needs, under numpy 2's and numpy 1's names.
+
+    They only rebuild arrays: an object array's items are unpickled by the same restricted
+    unpickler, so anything else a file names (a class, ``os.system``) is still refused.
+    """
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import (  # type: ignore[no-redef]
+            _reconstruct,
+            scalar,
+        )
+    return [
+        _reconstruct,
+        (_reconstruct, "numpy.core.multiarray._reconstruct"),
+        scalar,
+        (scalar, "numpy.core.multiarray.scalar"),
+        np.ndarray,
+        np.dtype,
+        *(type(np.dtype(code)) for code in "?bBhHiIlLqQefd"),
+    ]
+
+
+def require_file(path: Path, what: str, source: str) -> Path:
+    """``path`` if it is a file; else a one-line :class:`ModelError` saying where to get it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{what} weights not found: {path} (get {source}, and {POINT_AT_IT})")
+    return path
+
+
+def read_weights_file(path: Path, what: str, source: str) -> dict[str, Any]:
+    """The top-level dict of a local weights file, never executing code from it.
+
+    ``.safetensors``: read by safetensors (a pickle renamed so is refused by its header).
+    Anything else is a PyTorch ``.pth``, read with ``torch.load(map_location="cpu",
+    weights_only=True)``, numeric numpy arrays allowed (:func:`_numpy_array_globals`); a file
+    that needs more than that is refused. ``what`` names the weights in messages, ``source``
+    says where to get them when the file is missing (one line, no hint).
+    """
+    import torch
+
+    path = require_file(path, what, source)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as exc:  # safetensors raises several error types for bad files
+            raise ModelError(f"{path}: cannot read {what} weights as safetensors: {exc}") from exc
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for foreign globals, others for junk
+        reason = _load_failure(exc)
+        if reason.startswith(REFUSED):
+            raise ModelError(
+                f"{path}: refused: this {what} checkpoint needs more than "
+                f"torch.load(weights_only=True) allows ({reason}); avsearch never runs code "
+                "from a weights file"
+            ) from exc
+        raise ModelError(
+            f"{path}: cannot read {what} weights: not a PyTorch checkpoint, or damaged "
+            f"({type(exc).__name__}{': ' + reason if reason else ''})"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise ModelError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def _load_failure(exc: Exception) -> str:
+    """The informative line of a ``torch.load`` error: the refused global, or what broke (not
+    torch's advice to retry with ``weights_only=False``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        found = re.search(r"GLOBAL (\S+)", line)
+        if found:
+            return f"{REFUSED} the global {found.group(1)}"
+        found = re.search(r"but got <class '([^']+)'>", line)
+        if found:
+            return f"{REFUSED} the type {found.group(1)}"
+    boiler = ("Weights only load failed", "Please file", "Check the documentation", "(1)", "(2)")
+    rest = [line for line in lines if not line.startswith(boiler) and "weights_only" not in line]
+    return rest[0][:200] if rest else ""
+
+
+def as_tensors(state: dict[str, Any], path: Path, what: str) -> dict[str, Tensor]:
+    """Tensors (numpy arrays converted), floating point as float32."""
+    import torch
+
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if not isinstance(value, torch.Tensor):
+            raise ModelError(f"{path}: {what} entry {key!r} is a {type(value).__name__}")
+        out[str(key)] = value.float() if value.is_floating_point() else value
+    return out
+
+
+def load_strict(module: nn.Module, state: dict[str, Tensor], path: Path, what: str) -> None:
+    """``module.load_state_dict(state, strict=True)``; a misfit is one :class:`ModelError` line
+    naming the shape mismatches first, then the missing and the unexpected keys."""
+    expected = module.state_dict()
+    mismatched = [
+        f"{k} {tuple(v.shape)} in the file, {tuple(expected[k].shape)} expected"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    problems = [
+        f"{len(items)} {label} (e.g. {', '.join(items[:2])})"
+        for label, items in (
+            ("size mismatches", mismatched),
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+        )
+        if items
+    ]
+    if problems:
+        raise ModelError(f"{path}: not {what} weights: {'; '.join(problems)}")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # e.g. a dtype that cannot be copied
+        detail = " ".join(str(exc).split())
+        raise ModelError(f"{path}: not {what} weights: {detail[:300]}") from exc
+
+
+def run_rows(
+    forward: Callable[[Tensor], Tensor],
+    waves: np.ndarray,
+    dim: int,
+    chunk: int,
+    device: torch.device,
+) -> np.ndarray:
+    """``forward`` over ``float32 [B, n]`` rows in chunks of ``chunk`` under
+    ``torch.inference_mode`` -> ``float32 [B, dim]``. A 1-D array is one row; ``forward`` pads
+    short rows to its window itself and takes longer ones whole."""
+    import torch
+
+    arr = np.asarray(waves, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2:
+        raise ValueError(f"expected waveforms of shape [B, n], got {arr.shape}")
+    if arr.shape[0] == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, arr.shape[0], chunk):
+            rows = torch.from_numpy(np.ascontiguousarray(arr[start : start + chunk]))
+            out.append(forward(rows.to(device)).float().cpu().numpy())
+    return np.concatenate(out, axis=0)
 
 
 def convert_main(

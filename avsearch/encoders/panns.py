@@ -51,9 +51,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsearch.encoders.aisfx import ConvBlock
-from avsearch.encoders.files import convert_main
+from avsearch.encoders.files import (
+    as_tensors,
+    convert_main,
+    load_strict,
+    read_weights_file,
+    run_rows,
+    sha256_file,
+)
 from avsearch.encoders.tower import AudioInput
-from avsearch.encoders.vggish import as_tensors, load_strict, read_weights_file, run_rows, sha256_of
 from avsearch.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -254,7 +260,7 @@ class Cnn14(nn.Module):
 
     def features(self, waves: np.ndarray) -> np.ndarray:
         """The tower's numpy entry point: ``float32 [B, n]`` at 32 kHz -> ``float32 [B, 2048]``
-        (:func:`~avsearch.encoders.vggish.run_rows`)."""
+        (:func:`~avsearch.encoders.files.run_rows`)."""
         return run_rows(self.forward, waves, DIM, CHUNK, next(self.parameters()).device)
 
     def clipwise(self, waves: torch.Tensor) -> torch.Tensor:
@@ -316,7 +322,7 @@ def convert(src: Path, dst: Path | None = None) -> Path:
     load_strict(Cnn14(), state, src, "PANNs CNN14 (32 kHz)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in state.items()}
-    save_file(tensors, str(dst), metadata={"source": src.name, "source_sha256": sha256_of(src)})
+    save_file(tensors, str(dst), metadata={"source": src.name, "source_sha256": sha256_file(src)})
     logger.info("wrote %s (PANNs CNN14, %d tensors)", dst, len(tensors))
     return dst
 

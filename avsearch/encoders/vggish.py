@@ -38,10 +38,8 @@ row is zero-padded to one patch. The window's vector is the mean of its patch ve
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avsearch.encoders.files import convert_main
+from avsearch.encoders.files import (
+    as_tensors,
+    convert_main,
+    load_strict,
+    read_weights_file,
+    require_file,
+    run_rows,
+    sha256_file,
+)
 from avsearch.encoders.tower import AudioInput
 from avsearch.errors import ModelError
 
@@ -74,19 +80,13 @@ __all__ = [
     "VGGish",
     "VGGishNet",
     "VGGishPCA",
-    "as_tensors",
     "convert",
-    "load_strict",
     "load_vggish",
     "log_mel",
     "main",
     "mel_matrix",
     "n_patches",
     "periodic_hann",
-    "read_weights_file",
-    "require_file",
-    "run_rows",
-    "sha256_of",
 ]
 
 SAMPLE_RATE = 16_000
@@ -114,169 +114,7 @@ PCA_FILE = "vggish_pca_params-970ea276.pth"
 RELEASE = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
 WEIGHTS_URL = RELEASE + WEIGHTS_FILE
 PCA_URL = RELEASE + PCA_FILE
-POINT_AT_IT = "give its path with --backbone-weights PATH or backbone_weights: in avsearch.yaml"
 PCA_KEYS = ("pca_eigen_vectors", "pca_means")
-REFUSED = "it needs"
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def _numpy_array_globals() -> list[Any]:
-    """The numpy globals a pickled numeric ndarray needs, under numpy 2's and numpy 1's names.
-
-    They only rebuild arrays: an object array's items are unpickled by the same restricted
-    unpickler, so anything else a file names (a class, ``os.system``) is still refused.
-    """
-    try:
-        from numpy._core.multiarray import _reconstruct, scalar  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import (  # type: ignore[no-redef]
-            _reconstruct,
-            scalar,
-        )
-    return [
-        _reconstruct,
-        (_reconstruct, "numpy.core.multiarray._reconstruct"),
-        scalar,
-        (scalar, "numpy.core.multiarray.scalar"),
-        np.ndarray,
-        np.dtype,
-        *(type(np.dtype(code)) for code in "?bBhHiIlLqQefd"),
-    ]
-
-
-def require_file(path: Path, what: str, source: str) -> Path:
-    """``path`` if it is a file; else a one-line :class:`ModelError` saying where to get it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{what} weights not found: {path} (get {source}, and {POINT_AT_IT})")
-    return path
-
-
-def read_weights_file(path: Path, what: str, source: str) -> dict[str, Any]:
-    """The top-level dict of a local weights file, never executing code from it.
-
-    ``.safetensors``: read by safetensors (a pickle renamed so is refused by its header).
-    Anything else is a PyTorch ``.pth``, read with ``torch.load(map_location="cpu",
-    weights_only=True)``, numeric numpy arrays allowed (:func:`_numpy_array_globals`); a file
-    that needs more than that is refused. ``what`` names the weights in messages, ``source``
-    says where to get them when the file is missing (one line, no hint).
-    """
-    path = require_file(path, what, source)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(path), device="cpu"))
-        except Exception as exc:  # safetensors raises several error types for bad files
-            raise ModelError(f"{path}: cannot read {what} weights as safetensors: {exc}") from exc
-    try:
-        with torch.serialization.safe_globals(_numpy_array_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for foreign globals, others for junk
-        reason = _load_failure(exc)
-        if reason.startswith(REFUSED):
-            raise ModelError(
-                f"{path}: refused: this {what} checkpoint needs more than "
-                f"torch.load(weights_only=True) allows ({reason}); avsearch never runs code "
-                "from a weights file"
-            ) from exc
-        raise ModelError(
-            f"{path}: cannot read {what} weights: not a PyTorch checkpoint, or damaged "
-            f"({type(exc).__name__}{': ' + reason if reason else ''})"
-        ) from exc
-    if not isinstance(obj, dict):
-        raise ModelError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
-    return obj
-
-
-def _load_failure(exc: Exception) -> str:
-    """The informative line of a ``torch.load`` error: the refused global, or what broke (not
-    torch's advice to retry with ``weights_only=False``)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        found = re.search(r"GLOBAL (\S+)", line)
-        if found:
-            return f"{REFUSED} the global {found.group(1)}"
-        found = re.search(r"but got <class '([^']+)'>", line)
-        if found:
-            return f"{REFUSED} the type {found.group(1)}"
-    boiler = ("Weights only load failed", "Please file", "Check the documentation", "(1)", "(2)")
-    rest = [line for line in lines if not line.startswith(boiler) and "weights_only" not in line]
-    return rest[0][:200] if rest else ""
-
-
-def as_tensors(state: dict[str, Any], path: Path, what: str) -> dict[str, torch.Tensor]:
-    """Tensors (numpy arrays converted), floating point as float32."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-            value = torch.from_numpy(np.ascontiguousarray(value))
-        if not isinstance(value, torch.Tensor):
-            raise ModelError(f"{path}: {what} entry {key!r} is a {type(value).__name__}")
-        out[str(key)] = value.float() if value.is_floating_point() else value
-    return out
-
-
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    """``module.load_state_dict(state, strict=True)``; a misfit is one :class:`ModelError` line
-    naming the shape mismatches first, then the missing and the unexpected keys."""
-    expected = module.state_dict()
-    mismatched = [
-        f"{k} {tuple(v.shape)} in the file, {tuple(expected[k].shape)} expected"
-        for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    problems = [
-        f"{len(items)} {label} (e.g. {', '.join(items[:2])})"
-        for label, items in (
-            ("size mismatches", mismatched),
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-        )
-        if items
-    ]
-    if problems:
-        raise ModelError(f"{path}: not {what} weights: {'; '.join(problems)}")
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # e.g. a dtype that cannot be copied
-        detail = " ".join(str(exc).split())
-        raise ModelError(f"{path}: not {what} weights: {detail[:300]}") from exc
-
-
-def run_rows(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    waves: np.ndarray,
-    dim: int,
-    chunk: int,
-    device: torch.device,
-) -> np.ndarray:
-    """``forward`` over ``float32 [B, n]`` rows in chunks of ``chunk`` under
-    ``torch.inference_mode`` -> ``float32 [B, dim]``. A 1-D array is one row; ``forward`` pads
-    short rows to its window itself and takes longer ones whole."""
-    arr = np.asarray(waves, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2:
-        raise ValueError(f"expected waveforms of shape [B, n], got {arr.shape}")
-    if arr.shape[0] == 0:
-        return np.zeros((0, dim), dtype=np.float32)
-    out: list[np.ndarray] = []
-    with torch.inference_mode():
-        for start in range(0, arr.shape[0], chunk):
-            rows = torch.from_numpy(np.ascontiguousarray(arr[start : start + chunk]))
-            out.append(forward(rows.to(device)).float().cpu().numpy())
-    return np.concatenate(out, axis=0)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- front-end
@@ -431,7 +269,7 @@ class VGGish(nn.Module):
 
     def features(self, waves: np.ndarray) -> np.ndarray:
         """The tower's numpy entry point: ``float32 [B, n]`` at 16 kHz -> ``float32 [B, 128]``
-        (:func:`run_rows`)."""
+        (:func:`~avsearch.encoders.files.run_rows`)."""
         return run_rows(self.forward, waves, DIM, CHUNK, next(self.parameters()).device)
 
 
@@ -504,7 +342,7 @@ def convert(src: Path, dst: Path | None = None) -> Path:
         kind = "weights"
     dst.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in state.items()}
-    save_file(tensors, str(dst), metadata={"source": src.name, "source_sha256": sha256_of(src)})
+    save_file(tensors, str(dst), metadata={"source": src.name, "source_sha256": sha256_file(src)})
     logger.info("wrote %s (VGGish %s, %d tensors)", dst, kind, len(tensors))
     return dst
 

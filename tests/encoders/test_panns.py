@@ -15,8 +15,8 @@ from scipy.signal import get_window, resample_poly
 from torch import nn
 
 from avsearch.encoders import panns as pn
+from avsearch.encoders.files import read_weights_file
 from avsearch.encoders.tower import AudioInput, Tower
-from avsearch.encoders.vggish import read_weights_file
 from avsearch.errors import ModelError
 from tests.conftest import shared_path
 

@@ -17,6 +17,7 @@ from scipy.signal import resample_poly
 from torch import nn
 
 from avsearch.encoders import vggish as vg
+from avsearch.encoders.files import read_weights_file
 from avsearch.encoders.tower import AudioInput, Tower
 from avsearch.errors import ModelError
 from tests.conftest import shared_path
@@ -334,7 +335,7 @@ def test_pca_file_of_numpy_arrays_loads(tmp_path: Path) -> None:
     modern = tmp_path / "modern.pth"
     torch.save(params, modern)
     for path in (legacy, modern):
-        raw = vg.read_weights_file(path, "VGGish PCA", "x")
+        raw = read_weights_file(path, "VGGish PCA", "x")
         assert isinstance(raw["pca_eigen_vectors"], np.ndarray)
         out = vg.convert(path, tmp_path / f"{path.stem}.safetensors")
         from safetensors.torch import load_file
