@@ -209,12 +209,12 @@ def _direction(
 
 def _prepare_direction(
     q_emb: np.ndarray, q_labels: np.ndarray, g_emb: np.ndarray, g_labels: np.ndarray,
-    *, chunk: int, normalize: bool, n_levels: int = 0,
+    *, chunk: int, normalize: bool, n_levels: int = 0, score: ScoreFn | None = None,
 ) -> _Direction:  # fmt: skip
     q, g = _check_pair(q_emb, g_emb, normalize, ("query embeddings", "gallery embeddings"))
     names = ("query labels", "gallery labels")
     classes, qc, gc = _encode_labels(q_labels, g_labels, len(q), len(g), names)
-    return _direction(q, qc, g, gc, classes, chunk=chunk, n_levels=n_levels)
+    return _direction(q, qc, g, gc, classes, chunk=chunk, n_levels=n_levels, score=score)
 
 
 def mean_average_precision(
@@ -276,13 +276,17 @@ def per_class_ap(
 def precision_recall_curve(
     q_emb: np.ndarray, q_labels: np.ndarray, g_emb: np.ndarray, g_labels: np.ndarray,
     *, n_levels: int = 11, chunk: int = 1024, normalize: bool = True,
+    score: ScoreFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(recall levels, mean interpolated precision at each level), for plotting."""
+    """(recall levels, mean interpolated precision at each level), for plotting. ``score``
+    (query rows -> their scores against the gallery, as in :func:`evaluate_cross_modal`)
+    replaces the cosine."""
     if n_levels < 2:
         raise ValueError(f"n_levels must be at least 2, got {n_levels}")
     d = _prepare_direction(
-        q_emb, q_labels, g_emb, g_labels, chunk=chunk, normalize=normalize, n_levels=n_levels
-    )
+        q_emb, q_labels, g_emb, g_labels, chunk=chunk, normalize=normalize, n_levels=n_levels,
+        score=score,
+    )  # fmt: skip
     return np.linspace(0.0, 1.0, n_levels), d.interp.mean(axis=0)
 
 

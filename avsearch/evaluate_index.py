@@ -55,7 +55,8 @@ class LabelledEmbeddings:
 @dataclass(frozen=True)
 class IndexEvaluation:
     """The report of :func:`evaluate_cross_modal` plus what was left out and where labels came
-    from. ``data`` holds the arrays that were evaluated (for plots); it is not in ``to_json``."""
+    from. ``data`` holds the arrays that were evaluated and ``scores`` the fused rankings when
+    it fused (for plots: the same ranking as the report); neither is in ``to_json``."""
 
     report: RetrievalReport
     n_unlabeled_audio: int
@@ -67,6 +68,7 @@ class IndexEvaluation:
     space: str = HEADS  # "heads" or "heads+bridge"
     fusion: dict[str, Any] | None = None  # the rule, when fused
     space_note: str | None = None  # why the bridge was not fused, when it could not be
+    scores: dict[str, ScoreFn] | None = None  # the fused rankings by direction (not in JSON)
 
     def to_json(self) -> dict[str, Any]:
         out = self.report.to_json()
@@ -291,6 +293,7 @@ def evaluate_index(
         space=FUSED if bridged else HEADS,
         fusion=rule.to_config() if bridged else None,
         space_note=space_note,
+        scores=scores,
     )
 
 

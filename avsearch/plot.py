@@ -1,5 +1,6 @@
 """One PNG that shows a cross-modal evaluation: per-class AP bars for both directions (left) and
-the interpolated precision-recall curve of each direction (right).
+the interpolated precision-recall curve of each direction (right), both from the ranking the
+evaluation used (the heads' space, or heads + bridge when ``eval`` fused; the title names it).
 
 matplotlib is optional (``pip install matplotlib`` or ``pip install 'avsearch[plot]'``); it is
 imported only when a plot is drawn, and the figure is drawn with the Agg canvas directly (no
@@ -14,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from avsearch.errors import AvsearchError
-from avsearch.evaluate import RetrievalReport, evaluate_cross_modal, precision_recall_curve
+from avsearch.evaluate import (
+    RetrievalReport,
+    ScoreFn,
+    evaluate_cross_modal,
+    precision_recall_curve,
+)
 from avsearch.evaluate_index import IndexEvaluation, LabelledEmbeddings
 
 if TYPE_CHECKING:
@@ -53,9 +59,16 @@ def plot_report(
     title: str | None = None,
     n_levels: int = 11,
 ) -> Path:
-    """Draw ``source`` (an index evaluation, or labelled audio/visual arrays) into ``out``."""
+    """Draw ``source`` (an index evaluation, or labelled audio/visual arrays) into ``out``.
+
+    An index evaluation is drawn from its own ranking: the per-class AP of its report, and
+    precision-recall curves ranked as the report was (heads + bridge when it fused); the title
+    names that space."""
+    scores: dict[str, ScoreFn] = {}
+    space = None
     if isinstance(source, IndexEvaluation):
         data, report = source.data, source.report
+        scores, space = source.scores or {}, source.space
     else:
         data = source
         report = evaluate_cross_modal(
@@ -64,14 +77,14 @@ def plot_report(
     curves = {
         "a2v": precision_recall_curve(
             data.audio_emb, data.audio_labels, data.visual_emb, data.visual_labels,
-            n_levels=n_levels,
+            n_levels=n_levels, score=scores.get("a2v"),
         ),
         "v2a": precision_recall_curve(
             data.visual_emb, data.visual_labels, data.audio_emb, data.audio_labels,
-            n_levels=n_levels,
+            n_levels=n_levels, score=scores.get("v2a"),
         ),
     }  # fmt: skip
-    return _draw(report, curves, out, title)
+    return _draw(report, curves, out, title, space)
 
 
 def plot_arrays(
@@ -96,6 +109,7 @@ def _draw(
     curves: dict[str, tuple[np.ndarray, np.ndarray]],
     out: Path,
     title: str | None,
+    space: str | None = None,
 ) -> Path:
     classes = sorted(set(report.per_class["a2v"]) | set(report.per_class["v2a"]), key=_sort_key)
     bars_width = min(max(5.0, 0.45 * len(classes) + 2.0), 24.0)
@@ -134,9 +148,10 @@ def _draw(
     ax_pr.legend(loc="lower left", fontsize=8)
     ax_pr.grid(alpha=0.3)
 
+    ranked = "" if space is None else f" ({space} space)"
     fig.suptitle(
         title
-        or f"cross-modal retrieval: MAP {report.map:.3f} "
+        or f"cross-modal retrieval{ranked}: MAP {report.map:.3f} "
         f"({report.n_audio} audio, {report.n_visual} visual)"
     )
     out = Path(out)

@@ -7,10 +7,12 @@ segment) unless raw segments are asked. The vector space searched is chosen by
 :mod:`avsearch.spaces`: a sound searching sounds (a picture pictures) ranks in the heads' space
 fused with the model's native space of that modality, a cross-modal query in the heads' space
 fused with the zero-shot bridge when the model has one, each by the gate of the model's
-``fusion:`` rule (``--space``, ``--no-bridge`` override). Each hit of the heads' space
-gets a confidence beside its raw score
-(:mod:`avsearch.calibrate`); ``min_confidence`` drops the weaker ones, and when none is left the
-result is empty with a "no good match" note.
+``fusion:`` rule (``--space``, ``--no-bridge`` override). A hit's ``score`` is what ranked
+it: a cosine in the heads' or the native space, or a fused z-score
+(:func:`avsearch.spaces.score_kind`); a hit ranked in another space than the heads' also
+carries its cosine there (``heads_cosine``). Each hit of the heads' space gets a confidence
+beside its raw score (:mod:`avsearch.calibrate`); ``min_confidence`` drops the weaker ones, and
+when none is left the result is empty with a "no good match" note.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from avsearch.spaces import (
     choose_space,
     cross_top,
     recorded_fusion,
+    score_kind,
 )
 from avsearch.stages.mapper import Mapped, Mapper
 from avsearch.stages.reader import range_pieces
@@ -70,11 +73,13 @@ class Hit:
     segment_id: int
     confidence: float | None = None  # 0-1 against the query's background; None: too few segments
     duplicates: tuple[str, ...] = ()  # other indexed files with exactly the same content
+    heads_cosine: float | None = None  # ranked in another space: the cosine in the heads' space
 
     def to_json(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "rank": self.rank,
             "score": round(self.score, 6),
+            **({} if self.heads_cosine is None else {"heads_cosine": round(self.heads_cosine, 6)}),
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             **path_fields(self.path),  # + path_b64 (exact bytes) for a non-UTF-8 name
             "start": self.start,
@@ -117,6 +122,7 @@ class QueryResult:
         if self.no_good_match:
             out["no_good_match"] = True
         out["space"] = self.space
+        out["score_kind"] = score_kind(self.space)
         if self.space_note:
             out["space_note"] = self.space_note
         if self.fusion is not None:
@@ -278,6 +284,8 @@ def run_query(
         hits = _search(store, target, qvec, cfg.top, grouped=not cfg.segments, search=search)
         if choice.space == HEADS:  # (the confidence curve is fitted on the heads' cosines)
             hits = with_confidence(store, target, qvec, hits)
+        else:  # (the score is not the heads' cosine: give that too)
+            hits = with_heads_cosine(store, qvec, hits)
     finally:
         if own_store:
             store.close()
@@ -326,6 +334,19 @@ def with_confidence(store: IndexStore, target: str, qvec: np.ndarray, hits: list
     return [
         replace(h, confidence=None if math.isnan(c) else float(c))
         for h, c in zip(hits, conf.tolist(), strict=True)
+    ]
+
+
+def with_heads_cosine(store: IndexStore, qvec: np.ndarray, hits: list[Hit]) -> list[Hit]:
+    """``hits`` (ranked in another space) with their segment's cosine with ``qvec`` in the
+    heads' space: one read of their heads vectors (None for a segment without one)."""
+    if not hits:
+        return hits
+    vecs = store.manifest.vectors_by_ids([h.segment_id for h in hits], store.dim, HEADS)
+    q = np.asarray(qvec, np.float32).reshape(-1)
+    return [
+        replace(h, heads_cosine=float(vecs[h.segment_id] @ q) if h.segment_id in vecs else None)
+        for h in hits
     ]
 
 

@@ -2,10 +2,12 @@
 
 ``avsearch query FILE --html results.html`` writes the query (its picture, or its sound as a
 player and a spectrogram) and, for each hit, the frame at the hit's time (a spectrogram for a
-sound hit), a player that starts at the hit's start, the path, the time range, the score and the
-confidence. Everything is inside the file as data URIs (WebP thumbnails, Ogg/Opus sound, WebM
-clips) and a Content-Security-Policy forbids any other source, so the page never reaches the
-network and still works when mailed, moved, or when the media are gone.
+sound hit), a player that starts at the hit's start, the path, the time range, the score (and
+what it is: the space that ranked the hits heads the page; a fused score is marked so, with the
+hit's heads cosine beside it) and the confidence. Everything is inside the file as data URIs
+(WebP thumbnails, Ogg/Opus sound, WebM clips) and a Content-Security-Policy forbids any other
+source, so the page never reaches the network and still works when mailed, moved, or when the
+media are gone.
 
 Video hits carry a short transcoded clip (VP8 + Opus, at most ``PageOptions.clip_seconds`` from
 the hit's start, 320 px), not a player seeking into the source: a seeking player needs the
@@ -33,6 +35,7 @@ from avsearch.media import excerpt
 from avsearch.media.discover import media_kind
 from avsearch.media.paths import display_path
 from avsearch.query import Hit, QueryResult
+from avsearch.spaces import score_kind, score_meaning
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +156,7 @@ class _Builder:
         return "".join(parts)
 
 
-def _hit_html(b: _Builder, h: Hit) -> str:
+def _hit_html(b: _Builder, h: Hit, space: str) -> str:
     path = Path(h.path)
     try:
         media = b.media(path, h.modality, h.start, h.end)
@@ -168,6 +171,8 @@ def _hit_html(b: _Builder, h: Hit) -> str:
         if h.confidence is None
         else f'<meter min="0" max="1" value="{h.confidence:.4f}"></meter>'
     )
+    kind = " (fused)" if score_kind(space) == "fused" else ""
+    heads = "" if h.heads_cosine is None else f" · heads cosine {h.heads_cosine:.3f}"
     dups = h.duplicates
     dup_html = (
         '<p class="dups">same content: '
@@ -182,7 +187,8 @@ def _hit_html(b: _Builder, h: Hit) -> str:
         f'<div class="info"><h2>#{h.rank} <span class="mod">{_e(h.modality)}</span></h2>'
         f'<p class="path"><a href="{_e(_file_uri(path))}">{_e(display_path(path))}</a></p>'
         f'<p class="time">{_e(_span(h.start, h.end)) or "whole picture"}</p>'
-        f'<p class="score">score {h.score:.3f} · confidence {conf or "–"} {meter}</p>'
+        f'<p class="score">score {h.score:.3f}{_e(kind)}{heads} · confidence {conf or "–"} '
+        f"{meter}</p>"
         f"{dup_html}</div></article>"
     )
 
@@ -226,7 +232,7 @@ def render_page(
     except (AvsearchError, OSError, ValueError) as exc:
         reason = exc.message if isinstance(exc, AvsearchError) else str(exc)
         q_media = f'<p class="why">not available: {_e(reason)}</p>'
-    hits = "".join(_hit_html(b, h) for h in result.results)
+    hits = "".join(_hit_html(b, h, result.space) for h in result.results)
     note = f'<p class="note">{_e(result.note)}</p>' if result.note else ""
     title = f"avsearch: {display_path(query_file.name)}"
     span = _span(start if start is not None else (0.0 if end is not None else None), end)
@@ -241,7 +247,9 @@ def render_page(
         f"{len(result.results)} hit(s)</h1>"
         f"<p>model <code>{_e(result.model)}</code> · "
         f"{'one hit per file' if result.grouped else 'raw segments'} · "
-        f"{_e(time.strftime('%Y-%m-%d %H:%M'))}</p></header>"
+        f"{_e(time.strftime('%Y-%m-%d %H:%M'))}</p>"
+        f'<p class="space">ranked in the {_e(result.space)} space · score: '
+        f"{_e(score_meaning(result.space))}</p></header>"
         f'<section class="query"><div class="media">{q_media}</div>'
         f'<div class="info"><h2>query <span class="mod">{_e(result.query_modality)}</span></h2>'
         f'<p class="path">{_e(display_path(query_file))}</p>'

@@ -22,7 +22,8 @@ an item of the other modality is below ``low``, 0.55) and closes (0) when they d
   ``--space heads`` ranks in one of them alone;
 - cross-modal: the heads' space, fused with the ``bridge`` space when the model has one
   (:mod:`avsearch.encoders.bridge`; ``heads+bridge``); the gate is the query's best heads
-  cosine in the gallery searched. ``fusion: {bridge: off}`` or ``--no-bridge``: heads alone.
+  cosine in the gallery searched. ``fusion: {bridge: off}``, ``--no-bridge`` or ``--space
+  heads``: heads alone.
 
 **Exact z-scores.** The gallery mean and standard deviation of one query's cosines are those
 of all its scores against the gallery. Below ``vectors.FLAT_MAX`` vectors (an exact ``Flat``
@@ -56,6 +57,23 @@ STATS_SAMPLE = 10_000
 STATS_SEED = 0
 
 SearchFn = Callable[[int], tuple[np.ndarray, np.ndarray]]  # k -> (scores [1, n], ids [1, n])
+
+
+def score_kind(space: str) -> str:
+    """What a hit's ``score`` is when ``space`` ranked: ``cosine`` (``heads``, ``native``: the
+    cosine in that space, -1..1) or ``fused`` (``heads+native``, ``heads+bridge``: the fused
+    ``z_heads + w * z_other`` of the module docstring, a sum of z-scores, not bounded by 1)."""
+    return "fused" if space in (FUSED, FUSED_NATIVE) else "cosine"
+
+
+def score_meaning(space: str) -> str:
+    """``score_kind`` in words, for people (the query table's caption, the results page)."""
+    if space in (FUSED, FUSED_NATIVE):
+        other = space.split("+", 1)[1]
+        return (
+            f"fused z-score, z(heads cosine) + w × z({other} cosine) over the gallery; not a cosine"
+        )
+    return "cosine in the heads' space" if space == HEADS else f"cosine in the {space} space"
 
 
 @dataclass(frozen=True)
@@ -110,9 +128,9 @@ def choose_space(
     that cannot answer (native across modalities, or one the index lacks)."""
     if requested not in (None, HEADS, NATIVE):
         raise UsageError(f"--space must be heads or native, not {requested!r}")
+    if requested == HEADS:  # one space alone, whatever the modalities
+        return SpaceChoice(HEADS)
     if q_modality == target:
-        if requested == HEADS:
-            return SpaceChoice(HEADS)
         if complete_slot(store, target, NATIVE):
             return SpaceChoice(NATIVE if requested == NATIVE else FUSED_NATIVE)
         why = (

@@ -156,6 +156,14 @@ def test_precision_recall_curve_hand_case() -> None:
     np.testing.assert_allclose(prec, [1.0, 1.0, 2 / 3])
 
 
+def test_precision_recall_curve_ranks_by_given_scores() -> None:
+    # the same case ranked by the negated cosine: rel = [0, 1, 0, 1], points (recall,
+    # precision) = (.5, .5), (1, .5); interpolated at 0, .5, 1: .5 each
+    q, ql, g, gl = _line_case([1, 0, 1, 0])
+    _, prec = precision_recall_curve(q, ql, g, gl, n_levels=3, score=lambda rows: -(q[rows] @ g.T))
+    np.testing.assert_allclose(prec, [0.5, 0.5, 0.5])
+
+
 # --- (2) ties -------------------------------------------------------------------------------
 
 

@@ -83,3 +83,40 @@ def test_moving_only_the_index_directory_changes_no_path(
     assert str(folder / "pictures" / "red.png") in {r["path"] for r in out["results"]}
     out = cli(alone, "embed", str(folder), str(outside))
     assert out["files"]["unchanged"] == 4 and out["files"]["removed"] == 0
+
+
+def test_stats_reports_a_move_still_to_apply_and_changes_nothing(
+    tmp_path: Path,
+    fake_model: object,  # noqa: F811
+) -> None:
+    folder, outside = tmp_path / "photos", tmp_path / "elsewhere"
+    index = make(folder, outside)
+    assert cli(index, "index", "stats")["moved"] is None
+    moved = tmp_path / "archive" / "photos-2024"
+    moved.parent.mkdir()
+    shutil.move(folder, moved)
+    index = moved / ".avsearch"
+
+    before = sorted(index_contents(index))
+    stats = cli(index, "index", "stats")
+    assert stats["moved"] == {"from": str(folder), "to": str(moved), "files": 3}
+    text = runner.invoke(app, ["--index", str(index), "index", "stats"], catch_exceptions=False)
+    assert text.exit_code == 0
+    assert f"moved: from {folder} to {moved}; 3 file path(s)" in text.stdout
+    assert "next `avsearch query` or `avsearch embed`" in text.stdout
+    assert sorted(index_contents(index)) == before  # stats only reads: the old paths stay
+
+    cli(index, "query", str(moved / "sounds" / "a.wav"))  # the paths follow the folder
+    assert cli(index, "index", "stats")["moved"] is None
+    assert str(moved / "pictures" / "red.png") in index_contents(index)
+
+
+def test_stats_of_an_index_moved_alone_reports_no_move(
+    tmp_path: Path,
+    fake_model: object,  # noqa: F811
+) -> None:
+    index = make(tmp_path / "photos", tmp_path / "elsewhere")
+    alone = tmp_path / "indexes" / "photos-index"
+    alone.parent.mkdir()
+    shutil.move(index, alone)
+    assert cli(alone, "index", "stats")["moved"] is None

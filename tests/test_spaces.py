@@ -155,6 +155,7 @@ def test_choose_space(tmp_path: Path) -> None:
         assert sp.choose_space(store, "audio", "audio", "heads").space == "heads"
         assert sp.choose_space(store, "audio", "visual").space == "heads+bridge"
         assert sp.choose_space(store, "audio", "visual", bridge=False).space == "heads"
+        assert sp.choose_space(store, "audio", "visual", "heads") == sp.SpaceChoice("heads")
         off = br.FusionRule(bridge="off")
         assert sp.choose_space(store, "visual", "audio", fusion=off).space == "heads"
         with pytest.raises(UsageError, match="one modality"):

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from avsearch.relocate import pending_move
 from avsearch.store import vectors as vx
 from avsearch.store.index import MANIFEST, SIDECAR, IndexStore, slot_key
 from avsearch.store.manifest import HEADS, SCHEMA_VERSION
 
 
 def index_stats(root: Path) -> dict[str, Any]:
+    """The summary (``docs/cli.md``); read only. ``moved``: when the index was moved with the
+    folder it indexes since its last embed, where from and to and how many file paths the next
+    ``query`` or ``embed`` makes follow it (until then the manifest holds the old paths)."""
     with IndexStore.open_existing(root) as store:
         stamp = store.model_stamp()
         assert stamp is not None
@@ -35,6 +39,7 @@ def index_stats(root: Path) -> dict[str, Any]:
             },
             "bytes_on_disk": size,
             "manifest": str(root / MANIFEST),
+            "moved": None if (move := pending_move(store)) is None else move.to_json(),
         }
 
 
