@@ -117,7 +117,7 @@ def embed(
         int | None,
         typer.Option(help="Decode threads [2]; --engine ray: Ray workers, one CPU each [all]."),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size [32].")] = None,
     rebuild: Annotated[
         bool | None,
         typer.Option("--rebuild", help="Drop an index built with another model and re-encode."),
@@ -303,17 +303,24 @@ def _print_query_result(result: Any) -> None:
         return
     if result.space_note:
         stderr.print(f"note: {escape(result.space_note)}", highlight=False)
+    from avsearch.spaces import score_meaning
+
     title = f"{result.query_modality} → {result.target} ({result.space} space)"
-    table = Table(title=title, title_justify="left")
+    caption = f"score: {score_meaning(result.space)}"
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    heads_cos = any(h.heads_cosine is not None for h in result.results)
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
+    if heads_cos:
+        table.add_column("heads cos.", justify="right")
     table.add_column("conf.", justify="right")
     table.add_column("path", overflow="fold")
     table.add_column("time", no_wrap=True)
     for h in result.results:
         span = "" if h.start is None else f"{h.start:.2f}–{h.end:.2f} s"
         conf = "–" if h.confidence is None else f"{h.confidence:.2f}"
-        table.add_row(str(h.rank), f"{h.score:.3f}", conf, Text(_short(h.path)), span)
+        cos = ["–" if h.heads_cosine is None else f"{h.heads_cosine:.3f}"] if heads_cos else []
+        table.add_row(str(h.rank), f"{h.score:.3f}", *cos, conf, Text(_short(h.path)), span)
     Console(soft_wrap=True).print(table)
 
 
@@ -414,6 +421,15 @@ def index_stats(ctx: typer.Context) -> None:
             out.print("vector_indexes:")
             for modality, status in value.items():
                 out.print(f"  {vector_index_line(modality, status)}", markup=False)
+        elif key == "moved":
+            if value is not None:
+                out.print(
+                    f"moved: from {display_path(value['from'])} to {display_path(value['to'])}; "
+                    f"{value['files']} file path(s) recorded under the old folder follow it at "
+                    "the next `avsearch query` or `avsearch embed`",
+                    markup=False,
+                    highlight=False,
+                )
         else:
             out.print(f"{key}: {value}")
 
@@ -528,6 +544,17 @@ def train_cmd(
     seed: Annotated[
         int | None, typer.Option(help="Seed of label hiding, pairing and training [0].")
     ] = None,
+    sampler: Annotated[
+        str | None,
+        typer.Option(
+            help="Batches: random (pairs in proportion) | balanced (--per-class pairs of each "
+            "of batch-size/per-class labels; hidden-label pairs fill the rest) [random]."
+        ),
+    ] = None,
+    per_class: Annotated[
+        int | None,
+        typer.Option(help="With --sampler balanced: pairs of each label in a batch [4]."),
+    ] = None,
     out: Annotated[
         str | None, typer.Option(help="Model directory to write [avsearch-model].")
     ] = None,
@@ -582,6 +609,8 @@ def train_cmd(
         "batch_size": batch_size,
         "dim": dim,
         "seed": seed,
+        "sampler": sampler,
+        "per_class": per_class,
         "out": out,
         "no_soft": no_soft,
         "no_distill": no_distill,

@@ -89,6 +89,8 @@ class TrainOptions:
     augment: bool = False  # media mode
     views: int | None = None  # with augment
     audio_backbone: str | None = None  # media mode
+    sampler: str | None = None  # random | balanced (avsearch.train.sampler)
+    per_class: int | None = None  # with sampler balanced
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Natural sounds, leave concepts out: do the heads carry over to concepts they never saw?
 
     python bench/natural.py [--folds 5] [--seed 0] [--method infonce] [--audio-backbone B]
-                            [--epochs N] [--quick] [--out bench/out/natural] [--no-docs]
+                            [--epochs N] [--sampler random|balanced] [--per-class M]
+                            [--quick] [--out bench/out/natural] [--no-docs]
     python bench/natural.py --render bench/out/natural/natural.json   # docs section only
 
 Data: ../shared/data/natural (67 concepts of real sounds and pictures of the same things,
@@ -240,6 +241,8 @@ class Bench:
     audio_backbone: str | None
     epochs: int | None
     chance_seeds: int
+    sampler: str | None = None  # `train --sampler` (None: the CLI's default)
+    per_class: int | None = None  # `train --per-class`
 
     @property
     def cache(self) -> Path:
@@ -260,6 +263,10 @@ class Bench:
             args += ["--audio-backbone", self.audio_backbone]
         if self.epochs:
             args += ["--epochs", str(self.epochs)]
+        if self.sampler:
+            args += ["--sampler", self.sampler]
+        if self.per_class is not None:
+            args += ["--per-class", str(self.per_class)]
         t0 = time.perf_counter()
         summary = avsearch(args, self.out / "logs" / f"train-{name}.log", self.out)
         summary["wall_seconds"] = time.perf_counter() - t0
@@ -445,6 +452,12 @@ def markdown(result: dict[str, Any]) -> str:
     epochs = sorted({t["epochs_run"] for t in [zs, *tf]})
     fold_secs = [t["wall_seconds"] for t in tf]
     backbone = args["audio_backbone"] or "the CLI default (aisfx-words)"
+    sampler = args.get("sampler") or "random"  # (older natural.json: the CLI's default then)
+    batches = (
+        f"; class-balanced batches, `--sampler balanced --per-class {args.get('per_class') or 4}`"
+        if sampler == "balanced"
+        else "; batches drawn in proportion (`--sampler random`)"
+    )
     t = result["timings"]
     farm = result["farm_concepts"]
     n_sound_only = len(result["sound_only_concepts"])
@@ -460,8 +473,8 @@ this time) and each fold's run {min(fold_secs):.0f}–{max(fold_secs):.0f} s; em
 Leave concepts out on `../shared/data/natural` (issue #19, item 1): its {n_paired} concepts with
 sounds and pictures in {len(folds)} seeded folds (seed {args["seed"]}). For each fold,
 `avsearch train --method {args["method"]} --labeled-ratio 1` (audio backbone {backbone};
-{"/".join(map(str, epochs))} epochs run) on AV-Digits train (FSDD takes 5–49 as wav + the 5,000
-MNIST train images as PNG, class folders = digits, built by `bench/avdigits.py`:
+{"/".join(map(str, epochs))} epochs run{batches}) on AV-Digits train (FSDD takes 5–49 as wav +
+the 5,000 MNIST train images as PNG, class folders = digits, built by `bench/avdigits.py`:
 {zs["pairs"]:,} pairs) plus every natural concept outside the fold, the {n_sound_only} sound-only
 ones included (`train` pairs sounds with pictures of the same label, so their windows stay unpaired:
 {tf[0]["unpaired_windows"]} windows); natural pairs are {min(share):.0%}–{max(share):.0%} of a
@@ -518,7 +531,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     natural = data / "natural"
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(out, args.method, args.seed, args.audio_backbone, args.epochs, args.chance_seeds)
+    bench = Bench(
+        out,
+        args.method,
+        args.seed,
+        args.audio_backbone,
+        args.epochs,
+        args.chance_seeds,
+        args.sampler,
+        args.per_class,
+    )
     bench.cache.mkdir(parents=True, exist_ok=True)
     # one feature cache for every train (`--index cache`) and every embed (this config)
     bench.config.write_text(
@@ -603,6 +625,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "method": args.method,
             "audio_backbone": args.audio_backbone,
             "epochs": args.epochs,
+            "sampler": args.sampler,
+            "per_class": args.per_class,
             "quick": args.quick,
             "chance_seeds": args.chance_seeds,
             "shipped": args.shipped,
@@ -633,6 +657,12 @@ def main(argv: list[str] | None = None) -> None:
         help="aisfx | aisfx-cepstra | aisfx-words | soundnet [the CLI's default]",
     )
     ap.add_argument("--epochs", type=int, default=None, help="[the CLI's default; 3 with --quick]")
+    ap.add_argument(
+        "--sampler", default=None, help="avsearch train --sampler random|balanced [the CLI's]"
+    )
+    ap.add_argument(
+        "--per-class", type=int, default=None, help="avsearch train --per-class M [the CLI's]"
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 concepts per fold")
     ap.add_argument("--out", type=Path, default=OUT / "natural")
     ap.add_argument(

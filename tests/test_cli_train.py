@@ -78,6 +78,20 @@ def test_feature_mode_trains_and_evaluates(h5_file: Path, tmp_path: Path) -> Non
         (["--labeled-ratio", "0"], "--labeled-ratio must be above 0 for --method psd"),
         (["--method", "magic"], "--method must be one of psd, triplet, supervised, infonce"),
         (["--epochs", "0"], "--epochs must be an integer ≥ 1, got 0"),
+        (["--sampler", "magic"], "--sampler must be one of random, balanced, got 'magic'"),
+        (
+            ["--sampler", "balanced", "--per-class", "0"],
+            "--per-class must be an integer ≥ 1, got 0",
+        ),
+        (
+            ["--sampler", "balanced", "--batch-size", "16", "--per-class", "9"],
+            "--per-class must be at most half of --batch-size (8), so a batch holds 2 labels "
+            "or more, got 9",
+        ),
+        (
+            ["--method", "infonce", "--labeled-ratio", "0", "--sampler", "balanced"],
+            "--sampler must be random with --labeled-ratio 0 (balanced batches need labels)",
+        ),
     ],
 )
 def test_bad_options_are_usage_errors(h5_file: Path, tmp_path: Path, args, needle) -> None:
@@ -100,6 +114,11 @@ def test_bad_options_are_usage_errors(h5_file: Path, tmp_path: Path, args, needl
         (["--augment"], "--augment applies to media folders, not to a feature file (--features)"),
         (["--audio-backbone", "aisfx"], "--audio-backbone applies to media folders"),
         (["--labels", "x.csv"], "--labels applies to media folders"),
+        (["--per-class", "4"], "--per-class applies only with --sampler balanced"),
+        (
+            ["--sampler", "random", "--per-class", "4"],
+            "--per-class applies only with --sampler balanced",
+        ),
     ],
 )
 def test_options_that_do_not_apply_are_refused(
@@ -143,6 +162,12 @@ def test_yaml_train_section_is_checked_and_named(h5_file: Path, tmp_path: Path) 
     conf.write_text("train:\n  method: infonce\n  no_soft: true\n")
     code, _, err = cli(*base)
     assert code == 2 and f"train.no_soft in {conf} applies only to --method psd" in err
+    conf.write_text("train:\n  per_class: 4\n")
+    code, _, err = cli(*base)
+    assert code == 2 and f"train.per_class in {conf} applies only with --sampler balanced" in err
+    conf.write_text("train:\n  sampler: balanced\n  per_class: 100\n")
+    code, _, err = cli(*base)
+    assert code == 2 and f"train.per_class in {conf} must be at most half of" in err
     conf.write_text("epochs: 3\n")
     code, _, err = cli(*base)
     assert code == 2 and "unknown top-level key 'epochs'" in err and "`train:`" in err
@@ -176,7 +201,7 @@ def test_feature_mode_is_recorded_and_reproduced_byte_for_byte(
     # paths as given, every option explicit (avsearch.yaml's too), in the canonical order
     assert training["command"] == (
         f"avsearch train --features {h5_file} --method infonce --labeled-ratio 0.5 "
-        f"--epochs 3 --batch-size 32 --dim 128 --seed 0 --out {out}"
+        f"--epochs 3 --batch-size 32 --dim 128 --seed 0 --sampler random --out {out}"
     )
     assert summary["command"] == training["command"]
     assert training["data"]["files"] == 1 and training["data"]["digest"].startswith("sha256:")
@@ -196,7 +221,8 @@ def test_infonce_learns_from_pairs_alone_in_feature_mode(h5_file: Path, tmp_path
                              "--labeled-ratio", "0", "--epochs", "6", "--batch-size", "32",
                              "--out", str(tmp_path / "m"))  # fmt: skip
     assert code == 0, err
-    assert summary["labeled_pairs"] == 0 and summary["best_val_map"] is None
+    assert summary["labeled_pairs"] == 0
+    assert 0 < summary["best_val_map"] <= 1  # held-out pairs, each its own class
     assert summary["test"]["map"] > 0.5  # pairs share a class: chance ≈ 0.25
 
 
@@ -273,7 +299,7 @@ def test_media_mode_is_recorded_and_reproduced_byte_for_byte(tmp_path: Path) -> 
     training = _training(out)
     assert training["command"] == (
         f"avsearch train {farm / 'sounds'} {farm / 'images'} --labels {csv} --method infonce "
-        "--labeled-ratio 1.0 --epochs 3 --batch-size 16 --dim 128 --seed 0 "
+        "--labeled-ratio 1.0 --epochs 3 --batch-size 16 --dim 128 --seed 0 --sampler random "
         f"--audio-backbone aisfx --no-augment --out {out}"
     )
     assert training["data"]["files"] == 18 and training["data"]["labels_sha256"]
@@ -331,3 +357,20 @@ def test_corrupt_file_is_skipped_and_exit_code_is_partial(tmp_path: Path, index_
     assert code == 4, err
     assert [Path(f["path"]).name for f in summary["media"]["failed"]] == ["broken.wav"]
     assert summary["pairs"] == 2 and (out / "config.yaml").exists()
+
+
+def test_balanced_sampler_is_recorded_and_reproduced_byte_for_byte(
+    h5_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    code, summary, err = cli("--json", "train", "--features", str(h5_file), "--method", "infonce",
+                             "--epochs", "2", "--batch-size", "32", "--sampler", "balanced",
+                             "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    training = _training(out)
+    assert "--seed 0 --sampler balanced --per-class 4 --out" in training["command"]
+    assert training["recipe"]["sampler"] == "balanced" and training["recipe"]["per_class"] == 4
+    first = _heads(out)
+    code, again, err = _rerun(training["command"])
+    assert code == 0, err
+    assert _heads(out) == first and again["fingerprint"] == summary["fingerprint"]

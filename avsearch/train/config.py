@@ -34,6 +34,9 @@ DIS_MODES = ("decorrelation", "paired")
 TEACHERS = ("ema", "snapshot")
 MINER_STRATEGIES = ("hard", "semihard")
 LR_SCHEDULES = ("cosine", "constant", "one-cycle")
+# how batches are drawn: pairs in proportion (random) or M per label (balanced; train.sampler)
+SAMPLERS = ("random", "balanced")
+DEFAULT_PER_CLASS = 4  # --per-class: pairs of each label in a balanced batch
 # the audio backbones of avsearch.encoders.registry (reading it imports no torch)
 AUDIO_BACKBONES = registered_backbones("audio")
 # the audio backbone of `avsearch train` (media mode) when none is named: the default model's
@@ -111,6 +114,11 @@ class TrainConfig:
     ramp_epochs: int = 10
     labeled_floor: float = 0.8  # 0.5 hid too many of few labels: 0.639 vs 0.701 MAP at r=0.05
     min_labeled_batch_share: float = 0.5
+    # batches: "random" draws pairs in proportion (avsearch.train.data.epoch_batches);
+    # "balanced" holds per_class labeled pairs of each of batch_size // per_class labels, the
+    # hidden-label pairs filling the rest (avsearch.train.sampler.balanced_batches)
+    sampler: str = "random"
+    per_class: int = DEFAULT_PER_CLASS
     # data, reproducibility, early stopping
     seed: int = 0
     val_fraction: float = 0.1
@@ -234,6 +242,7 @@ def _validate(c: TrainConfig) -> None:
         "soft_miner": MINER_STRATEGIES,
         "lr_schedule": LR_SCHEDULES,
         "audio_backbone": AUDIO_BACKBONES,
+        "sampler": SAMPLERS,
     }
     for name, allowed in choices.items():
         value = getattr(c, name)
@@ -250,6 +259,7 @@ def _validate(c: TrainConfig) -> None:
         "ramp_epochs": 0,
         "patience": 0,
         "views": 1,
+        "per_class": 1,
     }
     for name, low in ints_min.items():
         value = getattr(c, name)
@@ -301,6 +311,20 @@ def _validate(c: TrainConfig) -> None:
     parts = (c.use_lab, c.use_cross_hard, c.use_cross_soft, c.use_distill, c.use_dis, c.use_nce)
     if not any(parts):
         raise UsageError("every loss is switched off: enable at least one of the use_* parts")
+    if c.sampler == "balanced":
+        _need(
+            c.per_class <= c.batch_size // 2,
+            "per_class",
+            f"at most half of --batch-size ({c.batch_size // 2}), so a batch holds 2 labels "
+            "or more",
+            c.per_class,
+        )
+        _need(
+            c.labeled_ratio > 0,
+            "sampler",
+            "random with --labeled-ratio 0 (balanced batches need labels)",
+            c.sampler,
+        )
     if c.labeled_ratio == 0 and not c.use_nce:
         raise OptionValueError(
             "labeled_ratio",

@@ -143,6 +143,29 @@ def split_validation(
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
+MIN_PAIR_VALIDATION = 20  # fewer unlabeled pairs than this: no pair validation
+
+
+def split_pair_validation(
+    label_mask: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices) when no label can validate (``--labeled-ratio 0``,
+    or every class too small): a seeded share ``fraction`` of the pairs whose label is hidden,
+    each to be its own class in validation, so validation MAP is how well a held-out sound
+    finds its own picture (and back) among the other held-out pairs: co-occurrence retrieval on
+    pairs training never saw. Memorising the training pairs does not raise it; learning what
+    makes a sound go with a picture does. Fewer than ``MIN_PAIR_VALIDATION`` such pairs: none.
+    """
+    mask = np.asarray(label_mask, dtype=bool)
+    hidden = np.flatnonzero(~mask)
+    val = np.zeros(len(mask), dtype=bool)
+    if fraction > 0 and len(hidden) >= MIN_PAIR_VALIDATION:
+        rng = np.random.default_rng([seed, 7927])
+        k = max(2, round(fraction * len(hidden)))
+        val[rng.choice(hidden, k, replace=False)] = True
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
 def _cycle(rng: np.random.Generator, idx: np.ndarray, count: int) -> np.ndarray:
     """``count`` items: successive seeded permutations of ``idx`` concatenated."""
     if count == 0:

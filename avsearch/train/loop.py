@@ -12,6 +12,10 @@ into ``out_dir``:
   learning rate, validation MAP);
 - ``checkpoint/``: the state after the last finished epoch (``avsearch.train.checkpoint``).
 
+Batches: ``cfg.sampler`` ``random`` draws pairs in proportion
+(:func:`avsearch.train.data.epoch_batches`), ``balanced`` ``cfg.per_class`` labeled pairs of each
+of several labels per batch (:func:`avsearch.train.sampler.balanced_batches`).
+
 Determinism: every random choice of epoch e (batch order, partners, views, dropout) comes
 from generators seeded with (seed, e) — ``numpy.random.default_rng([seed, e])`` and
 ``torch.manual_seed`` inside ``torch.random.fork_rng``, so the caller's global RNG is left as
@@ -30,7 +34,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +48,16 @@ from avsearch.errors import UsageError
 from avsearch.evaluate import RetrievalReport, evaluate_cross_modal
 from avsearch.train import checkpoint as ckpt
 from avsearch.train.config import TrainConfig
-from avsearch.train.data import FeatureSet, epoch_batches, split_validation
+from avsearch.train.data import (
+    FeatureSet,
+    epoch_batches,
+    split_pair_validation,
+    split_validation,
+)
 from avsearch.train.export import build_model_config, check_template
 from avsearch.train.nets import AVNets
 from avsearch.train.objective import PARTS, Objective
+from avsearch.train.sampler import balanced_batches
 from avsearch.train.schedule import (
     StepSchedule,
     constant,
@@ -148,7 +158,9 @@ def train(
     (a pair whose label is unknown may carry any label value, e.g. -1; it is never read).
 
     Without ``val``, a seeded share ``cfg.val_fraction`` of the labeled items is held out for
-    validation (none if 0: the last epoch is kept). ``model_template`` gives the backbones of
+    validation (none if 0: the last epoch is kept); when no class can spare items and the
+    method reads unlabeled pairs, a share of those pairs instead, each its own class
+    (:func:`~avsearch.train.data.split_pair_validation`). ``model_template`` gives the backbones of
     the saved model directory (default: placeholder names ``audio-features`` /
     ``visual-features``, a directory usable for feature evaluation only). ``training_info``
     is merged into the ``training`` section of its config.yaml.
@@ -158,8 +170,13 @@ def train(
     val_data = None if val is None else TrainData.of(val)
     if val_data is None and cfg.val_fraction > 0:
         tr_idx, va_idx = split_validation(data.labels, mask, cfg.val_fraction, cfg.seed)
+        pairs = not len(va_idx) and cfg.uses_unlabeled
+        if pairs:  # no label can validate: held-out pairs, each its own class
+            tr_idx, va_idx = split_pair_validation(mask, cfg.val_fraction, cfg.seed)
         if len(va_idx):
             val_data, data, mask = data.subset(va_idx), data.subset(tr_idx), mask[tr_idx]
+            if pairs:
+                val_data = replace(val_data, labels=np.arange(len(va_idx)))
     if val_data is not None and (
         val_data.audio.item_shape != data.audio.item_shape
         or val_data.visual.item_shape != data.visual.item_shape
@@ -241,6 +258,12 @@ class _Run:
         self.classes = np.unique(features.labels[mask])
         if len(self.classes) < 2 and not cfg.use_nce:
             raise UsageError("the labeled training items cover fewer than 2 classes")
+        if cfg.sampler == "balanced" and len(self.classes) < 2:
+            raise UsageError(
+                f"--sampler balanced needs labeled pairs of 2 labels or more, got "
+                f"{len(self.classes)}",
+                hint="give labels (--labels CSV or class folders), or drop --sampler balanced",
+            )
         codes = np.full(len(features), -1, dtype=np.int64)
         codes[mask] = np.searchsorted(self.classes, features.labels[mask])
         self.codes = torch.from_numpy(codes)
@@ -356,6 +379,17 @@ class _Run:
 
     def _batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         cfg = self.cfg
+        if cfg.sampler == "balanced":
+            return balanced_batches(
+                rng,
+                self.labeled,
+                self.codes.numpy()[self.labeled],
+                self.unlabeled,
+                cfg.batch_size,
+                cfg.per_class,
+                use_unlabeled=cfg.uses_unlabeled,
+                min_labeled_share=cfg.min_labeled_batch_share,
+            )
         return epoch_batches(
             rng,
             self.labeled,

@@ -42,6 +42,8 @@ DIRECT = (
     "augment",
     "views",
     "audio_backbone",
+    "sampler",
+    "per_class",
 )
 
 
@@ -86,6 +88,8 @@ def plan_train(
             )
     if "views" in given and not options.augment:
         raise UsageError(f"{name('views')} applies only with --augment")
+    if "per_class" in given and options.sampler != "balanced":
+        raise UsageError(f"{name('per_class')} applies only with --sampler balanced")
     overrides: dict[str, Any] = {}
     for key in DIRECT:
         value = getattr(options, key)
@@ -115,6 +119,9 @@ def train_command(paths: list[str], options: Any, cfg: TrainConfig, mode: str) -
     parts += ["--method", cfg.method, "--labeled-ratio", repr(float(cfg.labeled_ratio))]
     parts += ["--epochs", str(cfg.epochs), "--batch-size", str(cfg.batch_size)]
     parts += ["--dim", str(cfg.dim), "--seed", str(cfg.seed)]
+    parts += ["--sampler", cfg.sampler]
+    if cfg.sampler == "balanced":
+        parts += ["--per-class", str(cfg.per_class)]
     if cfg.method == "psd":
         parts += ["--dis-mode", cfg.dis_mode, "--teacher", cfg.teacher]
         parts += [_flag(key) for key in ABLATIONS if getattr(options, key)]

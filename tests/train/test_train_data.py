@@ -10,10 +10,12 @@ import pytest
 
 from avsearch.errors import UsageError
 from avsearch.train.data import (
+    MIN_PAIR_VALIDATION,
     FeatureSet,
     epoch_batches,
     load_h5,
     mask_labels,
+    split_pair_validation,
     split_validation,
 )
 
@@ -281,3 +283,17 @@ def test_epoch_batches_mixed_and_labeled_only() -> None:
         min_labeled_share=0.5,
     )
     assert all(len(set(b[:3])) == 3 and len(b) == 32 for b in few)  # never repeated in a batch
+
+
+def test_split_pair_validation_holds_out_hidden_pairs_only() -> None:
+    mask = np.zeros(100, dtype=bool)
+    mask[:10] = True  # ten labeled pairs never go to pair validation
+    train_idx, val_idx = split_pair_validation(mask, 0.1, seed=0)
+    assert len(val_idx) == 9 and not mask[val_idx].any()
+    assert sorted([*train_idx, *val_idx]) == list(range(100))
+    again = split_pair_validation(mask, 0.1, seed=0)
+    assert np.array_equal(again[1], val_idx)
+    assert not np.array_equal(split_pair_validation(mask, 0.1, seed=1)[1], val_idx)
+    # too few hidden pairs, or no fraction: no validation
+    assert len(split_pair_validation(np.zeros(MIN_PAIR_VALIDATION - 1, bool), 0.1, 0)[1]) == 0
+    assert len(split_pair_validation(np.zeros(100, bool), 0.0, 0)[1]) == 0
