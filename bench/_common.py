@@ -119,3 +119,15 @@ def machine_line() -> str:
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"Python {platform.python_version()}"
     )
+
+
+def feature_cache_rates(model: str = "default") -> tuple[int, int, float, float]:
+    """(audio dims, visual dims, MB per hour of video, MB per hour of audio) of ``model``'s raw
+    float32 backbone features as the feature cache stores them (one audio window and one frame
+    per window of the model's length)."""
+    from avsearch.encoders.model import AVModel
+
+    m = AVModel.load(model)
+    a, v = m.config.audio.head.in_dim, m.config.visual.head.in_dim
+    per_hour = 3600 / m.window_spec().seconds
+    return a, v, per_hour * (a + v) * 4 / 1e6, per_hour * a * 4 / 1e6

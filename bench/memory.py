@@ -28,7 +28,7 @@ from typing import Any
 import av
 import numpy as np
 import soundfile as sf
-from _common import machine_line, write_section
+from _common import feature_cache_rates, machine_line, write_section
 
 WAV_RATE = 44100
 VIDEO_AUDIO_RATE = 22050
@@ -130,6 +130,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    dims = feature_cache_rates()
     lines = [
         "## Peak memory on one long file",
         "",
@@ -158,8 +159,9 @@ def main() -> None:
         "one frame kept per window), at most 256 decoded windows wait in the decoder queue "
         "(≤ 100 MB of audio windows, 38 MB of frames), the encoder holds one batch, and what "
         "a file keeps until it is committed grows by its 128-d vectors (0.5 KiB per segment) "
-        "plus, when the feature cache is written, its raw backbone features (10 KiB per audio "
-        "window, 5 KiB per frame: about 24 MB per hour of video).",
+        "plus, when the feature cache is written, its raw backbone features "
+        f"({dims[0] * 4 / 1024:.0f} KiB per audio window, {dims[1] * 4 / 1024:.0f} KiB per "
+        f"frame: about {dims[2]:.0f} MB per hour of video).",
     ]
     doc = write_section("memory", "\n".join(lines))
     print("\n".join(lines))

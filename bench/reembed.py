@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import SHARED, machine_line, write_section
+from _common import SHARED, feature_cache_rates, machine_line, write_section
 
 from avsearch.encoders import model_dir as md
+from avsearch.encoders.native import NATIVE_FILE
 
 
 def cli_embed(
@@ -63,6 +64,8 @@ def retrained(src: Path, dst: Path, seed: int = 1) -> Path:
                 if "weight" in name:
                     p.mul_(1 + 0.1 * torch.randn(p.shape, generator=gen))
     md.save_model_dir(dst, config, {"audio": audio, "visual": visual})
+    if (src / NATIVE_FILE).is_file():  # backbone statistics: heads-independent
+        shutil.copy(src / NATIVE_FILE, dst / NATIVE_FILE)
     return dst
 
 
@@ -186,6 +189,7 @@ def main() -> None:
         )
 
     windows = full["segments"]["encoded"] + full["segments"]["silent"]
+    dims = feature_cache_rates()
     lines = [
         "## Re-embedding with a retrained model (feature cache)",
         "",
@@ -231,10 +235,11 @@ def main() -> None:
         f"backbones on the silent windows, which get no vector but are cached for training). "
         f"On disk it takes {cache_bytes / 2**20:.1f} MiB for {windows} windows "
         f"({cache_bytes / max(windows, 1) / 1024:.1f} KiB per window: the default model's "
-        "2560 audio and 1280 visual raw float32 features), "
+        f"{dims[0]} audio and {dims[1]} visual raw float32 features, plus SQLite's rows), "
         f"{cache_bytes / manifest_bytes:.0f}× the manifest with its 128-d vectors "
-        f"({manifest_bytes / 2**20:.1f} MiB): about 24 MB per hour of video (1,550 windows "
-        "of audio and frame), 16 MB per hour of audio.",
+        f"({manifest_bytes / 2**20:.1f} MiB): the features alone are about {dims[2]:.0f} MB "
+        "per hour of video (an audio window and a frame per window), "
+        f"{dims[3]:.0f} MB per hour of audio.",
     ]
     doc = write_section("reembed", "\n".join(lines))
     print("\n".join(lines))
