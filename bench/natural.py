@@ -252,6 +252,14 @@ class Bench:
     def config(self) -> Path:
         return self.out / "avsearch.yaml"
 
+    def prepare(self) -> None:
+        """One feature cache for every train (``--index cache``) and every embed (the config)."""
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            f"embed:\n  feature_cache: {json.dumps(str(self.cache / 'features.sqlite'))}\n",
+            encoding="utf-8",
+        )
+
     def train(self, name: str, paths: list[Path], labels: Path) -> tuple[Path, dict[str, Any]]:
         model = self.out / "models" / name
         shutil.rmtree(model, ignore_errors=True)
@@ -541,12 +549,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.sampler,
         args.per_class,
     )
-    bench.cache.mkdir(parents=True, exist_ok=True)
-    # one feature cache for every train (`--index cache`) and every embed (this config)
-    bench.config.write_text(
-        f"embed:\n  feature_cache: {json.dumps(str(bench.cache / 'features.sqlite'))}\n",
-        encoding="utf-8",
-    )
+    bench.prepare()
 
     t0 = time.perf_counter()
     av_out = args.avdigits or (out / "avdigits-quick" if args.quick else OUT / "avdigits")
@@ -689,15 +692,27 @@ def main(argv: list[str] | None = None) -> None:
     except (CliError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     name = "natural-quick.json" if args.quick else "natural.json"
-    path = args.out.resolve() / name
+    docs = not (args.quick or args.no_docs)
+    publish(result, args.out.resolve() / name, "natural", markdown, docs)
+
+
+def publish(
+    result: dict[str, Any],
+    path: Path,
+    section: str,
+    render: Callable[[dict[str, Any]], str],
+    docs: bool,
+) -> None:
+    """Write ``result`` to ``path`` (it records that path), and its rendering into
+    docs/benchmarks.md's ``section`` when ``docs``, else to stdout."""
     result["json"] = os.path.relpath(path, REPO)
     path.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    text = markdown(result)
-    if args.quick or args.no_docs:
+    text = render(result)
+    if not docs:
         print(text)
         print(f"wrote {path}")
         return
-    print(f"wrote {path} and {write_section('natural', text)}")
+    print(f"wrote {path} and {write_section(section, text)}")
 
 
 if __name__ == "__main__":

@@ -391,11 +391,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     bench = Bench(out, "infonce", args.seed, AUDIO_BACKBONE, args.epochs, args.chance_seeds)
-    bench.cache.mkdir(parents=True, exist_ok=True)
-    bench.config.write_text(
-        f"embed:\n  feature_cache: {json.dumps(str(bench.cache / 'features.sqlite'))}\n",
-        encoding="utf-8",
-    )
+    bench.prepare()
     av_out = out / "avdigits-quick" if args.quick else OUT / "avdigits"
     av = build_avdigits(data, av_out, ["train", "test"], 0, per_class=20 if args.quick else None)
     av_train = [av["train/audio"], av["train/images"]]

@@ -61,7 +61,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import OUT, REPO, machine_line, rel, shared_data, write_section
+from _common import OUT, machine_line, rel, shared_data, write_section
 from avdigits import build_avdigits
 from natural import (
     Bench,
@@ -70,6 +70,7 @@ from natural import (
     load_natural,
     media_paths,
     paired_concepts,
+    publish,
     score,
 )
 
@@ -158,11 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     bench = Bench(out, "infonce", args.seed, None, args.epochs, args.chance_seeds)
-    bench.cache.mkdir(parents=True, exist_ok=True)
-    bench.config.write_text(
-        f"embed:\n  feature_cache: {json.dumps(str(bench.cache / 'features.sqlite'))}\n",
-        encoding="utf-8",
-    )
+    bench.prepare()
 
     t0 = time.perf_counter()
     av_out = out / "avdigits-quick" if args.quick else OUT / "avdigits"
@@ -450,15 +447,10 @@ def main(argv: list[str] | None = None) -> None:
         result = run(args)
     except (CliError, ValueError) as exc:
         sys.exit(f"error: {exc}")
-    path = args.out.resolve() / "unlabeled.json"
-    result["json"] = os.path.relpath(path, REPO)
-    path.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    text = markdown(result)
-    if args.quick or args.no_docs:
-        print(text)
-        print(f"wrote {path}")
-        return
-    print(f"wrote {path} and {write_section(SECTION, text)}")
+    publish(
+        result, args.out.resolve() / "unlabeled.json", SECTION, markdown,
+        not (args.quick or args.no_docs),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

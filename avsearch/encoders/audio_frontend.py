@@ -52,6 +52,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from avsearch.encoders.files import run_rows
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -236,17 +238,6 @@ def run_windows(
     arr = np.asarray(waves, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr[None]
-    if arr.ndim != 2:
-        raise ValueError(f"expected waveforms of shape [B, n], got {arr.shape}")
-    if arr.shape[0] == 0:
-        return np.zeros((0, dim), dtype=np.float32)
-    if arr.shape[1] < window_samples:
+    if arr.ndim == 2 and arr.shape[1] < window_samples:
         arr = np.pad(arr, ((0, 0), (0, window_samples - arr.shape[1])))
-    out: list[np.ndarray] = []
-    with torch.inference_mode():
-        for start in range(0, arr.shape[0], chunk):
-            rows = torch.from_numpy(np.ascontiguousarray(arr[start : start + chunk]))
-            if device is not None:
-                rows = rows.to(device)
-            out.append(forward(rows).float().cpu().numpy())
-    return np.concatenate(out, axis=0)
+    return run_rows(forward, arr, dim, chunk, device or torch.device("cpu"))

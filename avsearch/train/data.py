@@ -166,9 +166,10 @@ def split_pair_validation(
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
-def _cycle(rng: np.random.Generator, idx: np.ndarray, count: int) -> np.ndarray:
-    """``count`` items: successive seeded permutations of ``idx`` concatenated."""
-    if count == 0:
+def cycle(rng: np.random.Generator, idx: np.ndarray, count: int) -> np.ndarray:
+    """``count`` items: successive seeded permutations of ``idx`` concatenated (none when
+    ``idx`` is empty)."""
+    if count <= 0 or len(idx) == 0:
         return idx[:0]
     reps = math.ceil(count / len(idx))
     return np.concatenate([rng.permutation(idx) for _ in range(reps)])[:count]
@@ -195,13 +196,13 @@ def epoch_batches(
     steps = max(1, math.ceil(n / batch_size))
     if not use_unlabeled or len(unlabeled) == 0:
         b = min(batch_size, len(labeled))
-        stream = _cycle(rng, labeled, steps * b)
+        stream = cycle(rng, labeled, steps * b)
         return [stream[i * b : (i + 1) * b] for i in range(steps)]
     b = min(batch_size, n)
     share = max(len(labeled) / n, min_labeled_share)
     b_l = min(len(labeled), max(1, round(b * share)))
     b_u = min(len(unlabeled), b - b_l)
-    ls, us = _cycle(rng, labeled, steps * b_l), _cycle(rng, unlabeled, steps * b_u)
+    ls, us = cycle(rng, labeled, steps * b_l), cycle(rng, unlabeled, steps * b_u)
     return [
         np.concatenate([ls[i * b_l : (i + 1) * b_l], us[i * b_u : (i + 1) * b_u]])
         for i in range(steps)

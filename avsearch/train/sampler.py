@@ -36,14 +36,7 @@ import math
 import numpy as np
 
 from avsearch.errors import UsageError
-
-
-def _stream(rng: np.random.Generator, idx: np.ndarray, count: int) -> np.ndarray:
-    """``count`` items: successive seeded permutations of ``idx`` concatenated."""
-    if count <= 0 or len(idx) == 0:
-        return idx[:0]
-    reps = math.ceil(count / len(idx))
-    return np.concatenate([rng.permutation(idx) for _ in range(reps)])[:count]
+from avsearch.train.data import cycle
 
 
 def balanced_batches(
@@ -92,7 +85,7 @@ def balanced_batches(
     fill = min(len(unlabeled), b - typical) if with_unlabeled else 0
     steps = max(1, math.ceil(n / (typical + fill)))
     # the hidden-label stream: enough for every batch to take up to b - (its labeled part)
-    pool = _stream(rng, unlabeled, steps * (b - 1)) if with_unlabeled else unlabeled[:0]
+    pool = cycle(rng, unlabeled, steps * (b - 1)) if with_unlabeled else unlabeled[:0]
     taken = 0
     batches = []
     for _ in range(steps):
