@@ -188,6 +188,7 @@ def encode_query_spaces(
         for piece in range_pieces(path, kind, spec, cfg.start, cfg.end, modality, model.image_size):
             mapper.add(0, piece)
             read += 1
+        mapper.done(0)
         mapper.flush()
     except NoAudioError as exc:
         if kind == "video":

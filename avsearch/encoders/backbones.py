@@ -8,7 +8,7 @@ no torch (the towers bring it when they are built).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +18,7 @@ import numpy as np
 from avsearch.encoders.composite import checked_features
 from avsearch.encoders.files import sha256_file
 from avsearch.encoders.registry import BACKBONES, load_backbone, weights_files, weights_key
-from avsearch.encoders.tower import MODALITIES, AudioInput, ImageInput
+from avsearch.encoders.tower import MODALITIES, AudioInput, ImageInput, context_windows
 from avsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -109,9 +109,16 @@ class Backbones:
         tail = "" if min_tail == 0.5 else f"|t{min_tail:g}"
         return "|".join(parts) + f"|w{window_samples}" + tail
 
-    def features(self, modality: str, batch: np.ndarray) -> np.ndarray:
+    def context_windows(self, modality: str) -> int:
+        """How many consecutive windows the tower hears together (loads it)."""
+        return context_windows(self.tower(modality))
+
+    def features(
+        self, modality: str, batch: np.ndarray, runs: Sequence[int] | None = None
+    ) -> np.ndarray:
         """audio: ``[B, samples]`` float32 mono; visual: ``[B, size, size, 3]`` uint8 →
-        ``float32 [B, dim]`` (loads that tower on first use)."""
+        ``float32 [B, dim]`` (loads that tower on first use); ``runs``: see
+        :mod:`avsearch.encoders.tower`."""
         if len(batch) == 0:
             return np.zeros((0, self.dim(modality)), np.float32)
-        return checked_features(self.tower(modality), batch)
+        return checked_features(self.tower(modality), batch, runs)

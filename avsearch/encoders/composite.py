@@ -20,16 +20,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from avsearch.encoders.resample import resample
-from avsearch.encoders.tower import AudioInput, Tower, TowerInput
+from avsearch.encoders.tower import AudioInput, Tower, TowerInput, context_windows, tower_features
 from avsearch.errors import ModelError
 
 __all__ = ["CompositeTower", "ResampledTower", "checked_features"]
 
 
-def checked_features(tower: Tower, batch: np.ndarray) -> np.ndarray:
-    """``tower.features(batch)``, held to the contract: ``float32 [len(batch), tower.dim]``
-    (ModelError naming the tower otherwise)."""
-    out = np.asarray(tower.features(batch))
+def checked_features(
+    tower: Tower, batch: np.ndarray, runs: Sequence[int] | None = None
+) -> np.ndarray:
+    """``tower.features(batch)`` (with ``runs`` when it hears windows together:
+    :func:`avsearch.encoders.tower.tower_features`), held to the contract: ``float32
+    [len(batch), tower.dim]`` (ModelError naming the tower otherwise)."""
+    out = np.asarray(tower_features(tower, batch, runs))
     if out.shape != (len(batch), tower.dim):
         raise ModelError(
             f"tower {tower.name!r} returned features of shape {out.shape}; its contract is "
@@ -51,13 +54,14 @@ class ResampledTower:
         self.dim = part.dim
         self.input: TowerInput = host
         self.rate = part.input.sample_rate
+        self.context_windows = context_windows(part)
 
-    def features(self, batch: np.ndarray) -> np.ndarray:
+    def features(self, batch: np.ndarray, runs: Sequence[int] | None = None) -> np.ndarray:
         x = np.asarray(batch, dtype=np.float32)
         if len(x) == 0 or x.shape[-1] == 0:
-            return checked_features(self.part, x)
+            return checked_features(self.part, x, runs)
         waves = resample(x, self.input.sample_rate, self.rate).astype(np.float32)
-        return checked_features(self.part, waves)
+        return checked_features(self.part, waves, runs)
 
 
 def _fit(part: Tower, host: TowerInput, name: str) -> Tower:
@@ -92,8 +96,11 @@ class CompositeTower:
         self.input: TowerInput = parts[0].input
         self.parts: tuple[Tower, ...] = tuple(_fit(p, self.input, name) for p in parts)
         self.dim = sum(p.dim for p in self.parts)
+        self.context_windows = max(context_windows(p) for p in self.parts)
 
-    def features(self, batch: np.ndarray) -> np.ndarray:
+    def features(self, batch: np.ndarray, runs: Sequence[int] | None = None) -> np.ndarray:
+        """The parts' features side by side; ``runs`` reach the parts that hear windows
+        together (the others hear each window alone)."""
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return np.concatenate([checked_features(p, batch) for p in self.parts], axis=1)
+        return np.concatenate([checked_features(p, batch, runs) for p in self.parts], axis=1)

@@ -16,7 +16,7 @@ describes them without loading anything (what an index records).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,9 +163,16 @@ class AVModel:
         (:class:`avsearch.store.features.FeatureCache`): backbones, weights and windowing."""
         return self.backbones.key(spec.samples, spec.min_tail)
 
-    def features(self, modality: str, batch: np.ndarray) -> np.ndarray:
-        """Raw backbone features of decoded windows (loads that backbone on first use)."""
-        return self.backbones.features(modality, batch)
+    def context_windows(self, modality: str) -> int:
+        """How many consecutive windows the tower of ``modality`` hears together (loads it)."""
+        return self.backbones.context_windows(modality)
+
+    def features(
+        self, modality: str, batch: np.ndarray, runs: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Raw backbone features of decoded windows (loads that backbone on first use);
+        ``runs``: see :mod:`avsearch.encoders.tower`."""
+        return self.backbones.features(modality, batch, runs)
 
     def project(self, modality: str, features: np.ndarray) -> np.ndarray:
         """The heads alone: raw backbone features → unit vectors."""
@@ -175,8 +182,10 @@ class AVModel:
         with torch.inference_mode():
             return head(torch.from_numpy(np.asarray(features, np.float32))).numpy()
 
-    def embed(self, modality: str, batch: np.ndarray) -> np.ndarray:
-        return self.project(modality, self.features(modality, batch))
+    def embed(
+        self, modality: str, batch: np.ndarray, runs: Sequence[int] | None = None
+    ) -> np.ndarray:
+        return self.project(modality, self.features(modality, batch, runs))
 
     # ------------------------------------------------------------------------ further spaces
     @cached_property

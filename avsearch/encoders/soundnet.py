@@ -28,29 +28,31 @@ and fed to them it makes them say "Norfolk terrier" with probability 1.0 for any
 heads read every conv7 step but the last, as in training. The first step, centred 0.45 s
 before the start, mostly sees padding and is never used as a feature.
 
-Per-window feature (:class:`SoundNetBackbone`, ``[B, N]`` mono 44.1 kHz -> ``[B, 2425]``):
+Features (:class:`SoundNetBackbone`, ``[B, N]`` mono 44.1 kHz windows -> ``[B, 2425]``): the
+network hears consecutive windows of one signal together, once (:func:`file_outputs`):
 
-1. resample to 22,050 Hz (:func:`avsearch.encoders.resample.resample`, a polyphase windowed
-   sinc); trailing exact zeros (window padding at the end of a file) are dropped;
-2. extend the window to 20 s (441,000 samples), SoundNet's training length, by mirrored
-   repetition (forwards, backwards, forwards ...: no jump at the joins). On short clips
-   this beat tiling and zero padding on same-concept retrieval over the 99 ``natural/``
-   sounds and on the zero-shot object match to their pictures; zero padding gives flat,
-   input-independent class outputs; tiling, the other choice, keeps the time direction and
-   puts the most mass on dog classes for barks (numbers in ``bench/soundnet_check.py``);
-3. ``[0:1024]``: conv7 activations max-pooled over the 11 steps whose receptive field lies
-   inside the 20 s (they see the window at different phases; max keeps what fires anywhere,
-   like aisfx's max over time, and measured better than the mean); ``[1024:2024]``: the
-   ImageNet object distribution, softmax averaged over the 4 head steps; ``[2024:2425]``:
-   the Places scene distribution, likewise. Each distribution sums to 1: a zero-shot bridge
-   to image classifiers can read them directly (:data:`OBJECTS`, :data:`SCENES` slice them).
+1. the run of windows is joined, its trailing exact zeros (window padding at the end of a file)
+   dropped, and resampled to 22,050 Hz (:func:`to_soundnet_rate`, a polyphase windowed sinc);
+2. it is extended by mirrored repetition (forwards, backwards ...: no jump at the joins) by two
+   conv7 hops before and after, and to at least :data:`MIN_SAMPLES` (11 s) in all, so every
+   step used sees signal, never the network's zero padding. On short clips mirroring beat
+   tiling and zero padding on same-concept retrieval over the 99 ``natural/`` sounds and on the
+   zero-shot object match to their pictures; zero padding gives flat, input-independent class
+   outputs (numbers in ``bench/soundnet_check.py``);
+3. each window pools the steps whose receptive-field centre falls in it (the nearest one when
+   none does): ``[0:1024]`` conv7 max-pooled (max keeps what fires anywhere, like aisfx's max
+   over time, and measured better than the mean); ``[1024:2024]`` the ImageNet object
+   distribution, softmax averaged over the head steps; ``[2024:2425]`` the Places scene
+   distribution, likewise. Each distribution sums to 1: a zero-shot bridge to image
+   classifiers can read them directly (:data:`OBJECTS`, :data:`SCENES` slice them).
 
-A 2.32 s window thus costs a 20 s forward pass (about 1.5x aisfx on this CPU). Whole files
-(:func:`file_outputs`, :func:`pool_windows`) avoid that: the network runs once over the file
-(in exact, overlapping chunks when long) and each window pools the steps whose receptive-field
-centre falls in it (the nearest step when none does) into the same 2425-d layout. These are
-in place for the pipeline; the backbone does not use them. A head step sees 14.5 s, so the
-per-window class distributions of a long file are smoothed over about that span.
+A run is at most :data:`CONTEXT_WINDOWS` windows (37 s), aligned on the window index (the
+mapper cuts them: :class:`avsearch.stages.mapper.Mapper`), so the features of a window do not
+depend on batch sizes or timing; a head step hears 14.5 s, so the class distributions of a long
+file are smoothed over about that span. The network thus hears each second of a file about
+once, where the first design (each window mirrored out to SoundNet's 20 s training length)
+heard it 8.6 times: on ``natural/`` the whole-file pass also matched pictures better
+(``bench/bridge.py``).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ from avsearch.errors import ModelError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CONTEXT_WINDOWS",
     "CONV7",
     "CONV7_DIM",
     "FEATURE_DIM",
@@ -104,6 +107,7 @@ __all__ = [
     "load_soundnet",
     "main",
     "pool_windows",
+    "run_bounds",
     "to_soundnet_rate",
 ]
 
@@ -118,8 +122,8 @@ CONV7 = slice(0, CONV7_DIM)
 OBJECTS = slice(CONV7_DIM, CONV7_DIM + N_OBJECTS)
 SCENES = slice(CONV7_DIM + N_OBJECTS, FEATURE_DIM)
 CONTEXT_SAMPLES = 20 * SAMPLE_RATE  # 441,000: the training clip length
-EMBED_CHUNK = 16
 FILE_CHUNK_STEPS = 64  # conv7 steps per chunk of a long file (~95 s)
+CONTEXT_WINDOWS = 16  # windows heard together (37 s of 2.32 s windows; a head step hears 14.5 s)
 EDGE_STEPS = 2  # conv7 hops of extension before and after a whole file
 HALF_LAYERS = ("conv6", "conv7", "conv8", "conv8_2")  # weights stored in float16
 
@@ -403,21 +407,29 @@ class SoundNetBackbone(nn.Module):
     """The ``soundnet`` tower: waveform windows (mono 44.1 kHz, the aisfx window) -> 2425-d
     SoundNet features (module docstring); it resamples them to its own 22,050 Hz itself.
 
-    ``context_samples``, ``pad_mode`` and ``conv7_pool`` exist to measure alternatives; the
-    defaults are the documented design.
+    Consecutive windows of one signal are heard together: ``features(waves, runs)`` takes a run
+    id per row (rows with the same id, side by side, are consecutive windows of one signal) and
+    runs the network once over each run's joined signal (:func:`file_outputs`), each window
+    pooling the steps centred in it (:func:`pool_windows`). Without ``runs`` every row is a run
+    of its own. The mapper gives runs of up to :data:`CONTEXT_WINDOWS` windows
+    (``context_windows``), aligned on the window index, so a window's features do not depend on
+    batching or timing.
+
+    ``pad_mode`` and ``conv7_pool`` exist to measure alternatives; the defaults are the
+    documented design.
     """
 
     name = "soundnet"
     modality = "audio"
     dim = FEATURE_DIM
     input = AudioInput(INPUT_RATE, WINDOW_SAMPLES)
+    context_windows = CONTEXT_WINDOWS
 
     def __init__(
         self,
         net: SoundNet8 | None = None,
         weights: Path | None = None,
         *,
-        context_samples: int = CONTEXT_SAMPLES,
         pad_mode: PadMode = PAD_MODE,
         conv7_pool: Pool = CONV7_POOL,
     ) -> None:
@@ -426,61 +438,52 @@ class SoundNetBackbone(nn.Module):
             raise ValueError("pass either net or weights, not both")
         if net is None:
             net = load_soundnet(weights or default_weights_path())
-        if context_samples < MIN_SAMPLES or len(inner_conv7_steps(context_samples)) < 1:
-            raise ValueError(f"context_samples must be at least {MIN_SAMPLES}")
         self.net = net
-        self.context_samples = context_samples
         self.pad_mode: PadMode = pad_mode
         self.conv7_pool: Pool = conv7_pool
-        self._inner = torch.from_numpy(inner_conv7_steps(context_samples))
         self.eval()
 
-    def prepare(self, waves: np.ndarray) -> np.ndarray:
-        """``[B, n]`` at 44.1 kHz -> ``[B, context_samples]`` float32 at 22,050 Hz."""
-        x = np.asarray(waves, dtype=np.float64)
-        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-            return np.zeros((*x.shape[:1], self.context_samples), dtype=np.float32)
-        x22 = resample(x, INPUT_RATE, SAMPLE_RATE)
-        rows = [extend(_trim_trailing_zeros(r), self.context_samples, self.pad_mode) for r in x22]
-        return np.stack(rows).astype(np.float32)
-
-    def from_prepared(self, prepared: torch.Tensor) -> torch.Tensor:
-        """Prepared rows ``[B, context_samples]`` -> ``[B, 2425]``."""
-        conv7, objects, scenes = self.net(prepared)
-        pooled = _pool(conv7[:, :, self._inner.to(conv7.device)], self.conv7_pool, 2)
-        return torch.cat(
-            [pooled, objects.softmax(dim=1).mean(dim=2), scenes.softmax(dim=1).mean(dim=2)],
-            dim=1,
-        )
-
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        """``float [B, N]`` mono 44.1 kHz (any ``N``) -> ``[B, 2425]``."""
-        if waves.ndim != 2:
-            raise ValueError(f"expected waveforms of shape [B, N], got {tuple(waves.shape)}")
-        if waves.shape[0] == 0:
-            return waves.new_zeros((0, self.dim))
-        device = next(self.net.parameters()).device
-        prepared = torch.from_numpy(self.prepare(waves.detach().float().cpu().numpy()))
-        return self.from_prepared(prepared.to(device)).to(waves.device, torch.float32)
+        """``float [B, N]`` mono 44.1 kHz -> ``[B, 2425]``, each row heard alone."""
+        return torch.from_numpy(self.features(waves.detach().float().cpu().numpy()))
 
-    def features(self, waves: np.ndarray) -> np.ndarray:
-        """``float32 [B, n]`` (a 1-D array is one row) -> ``float32 [B, 2425]``, in chunks of
-        16 rows under ``torch.inference_mode``."""
+    def features(self, waves: np.ndarray, runs: Sequence[int] | None = None) -> np.ndarray:
+        """``float32 [B, n]`` (a 1-D array is one row) -> ``float32 [B, 2425]``; ``runs``: a
+        run id per row (class docstring). A run's trailing exact zeros (window padding at the
+        end of a file) are dropped before the network hears it."""
         arr = np.asarray(waves, dtype=np.float32)
         if arr.ndim == 1:
             arr = arr[None]
         if arr.ndim != 2:
             raise ValueError(f"expected waveforms of shape [B, n], got {arr.shape}")
-        if arr.shape[0] == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out: list[np.ndarray] = []
-        with torch.inference_mode():
-            for start in range(0, len(arr), EMBED_CHUNK):
-                out.append(self.forward(torch.from_numpy(arr[start : start + EMBED_CHUNK])).numpy())
-        return np.concatenate(out, axis=0)
+        out = np.zeros((len(arr), self.dim), dtype=np.float32)
+        if len(arr) == 0:
+            return out
+        ids = list(range(len(arr))) if runs is None else list(runs)
+        if len(ids) != len(arr):
+            raise ValueError(f"{len(ids)} run ids for {len(arr)} rows")
+        step = arr.shape[1] / INPUT_RATE
+        for a, b in run_bounds(ids):
+            signal = _trim_trailing_zeros(arr[a:b].reshape(-1))
+            outputs = file_outputs(self.net, to_soundnet_rate(signal, INPUT_RATE), self.pad_mode)
+            starts = np.arange(b - a) * step
+            out[a:b] = pool_windows(outputs, starts, step, self.conv7_pool)
+        return out
 
     def file_outputs(self, waveform_22k: np.ndarray) -> SoundNetOutputs:
         return file_outputs(self.net, waveform_22k, pad_mode=self.pad_mode)
+
+
+def run_bounds(ids: Sequence[int]) -> list[tuple[int, int]]:
+    """``[a, b)`` of each stretch of equal consecutive ids: ``[0, 0, 1, 0]`` -> ``[(0, 2), (2,
+    3), (3, 4)]``."""
+    bounds: list[tuple[int, int]] = []
+    a = 0
+    for k in range(1, len(ids) + 1):
+        if k == len(ids) or ids[k] != ids[a]:
+            bounds.append((a, k))
+            a = k
+    return bounds
 
 
 # ----------------------------------------------------------------------------- whole files

@@ -9,6 +9,12 @@ input, and the rest of avsearch decodes to it:
 - an image tower takes square RGB images ``uint8 [B, size, size, 3]`` (:class:`ImageInput`),
   cut from each picture or frame by :func:`avsearch.media.image.square_rgb`.
 
+An audio tower may hear neighbouring windows together: it declares ``context_windows = K``
+(K > 1) and takes ``features(batch, runs)``, a run id per row, rows of one id being consecutive
+windows of one signal, at most K of them, aligned on the window index (``index // K``). The
+mapper holds a file's windows until such a run is complete, so features do not depend on
+batching; :func:`context_windows` and :func:`tower_features` are how callers ask and call.
+
 Everything else belongs to the tower: normalisation, log-mel or other front-ends, resampling to
 its network's own rate, chunking, inference mode. Every tower is batched. Towers are frozen:
 they compute features and are never trained here.
@@ -21,12 +27,22 @@ any tower.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["MODALITIES", "AudioInput", "ImageInput", "Modality", "Tower", "TowerInput"]
+__all__ = [
+    "MODALITIES",
+    "AudioInput",
+    "ImageInput",
+    "Modality",
+    "Tower",
+    "TowerInput",
+    "context_windows",
+    "tower_features",
+]
 
 Modality = Literal["audio", "visual"]
 MODALITIES: tuple[Modality, ...] = ("audio", "visual")
@@ -87,3 +103,15 @@ class Tower(Protocol):
     def features(self, batch: np.ndarray) -> np.ndarray:
         """``batch`` as :attr:`input` declares it -> ``float32 [len(batch), dim]``."""
         ...
+
+
+def context_windows(tower: object) -> int:
+    """How many consecutive windows ``tower`` hears together (1: each window alone)."""
+    return max(1, int(getattr(tower, "context_windows", 1)))
+
+
+def tower_features(tower: Tower, batch: np.ndarray, runs: Sequence[int] | None) -> np.ndarray:
+    """``tower.features(batch)``, with the run ids when the tower hears windows together."""
+    if runs is not None and context_windows(tower) > 1:
+        return tower.features(batch, runs)  # type: ignore[call-arg]
+    return tower.features(batch)

@@ -7,6 +7,12 @@ it gets no vector, and no tower call unless its raw features are kept. Windows r
 feature cache (``CachedWindow``) already hold their features and only go through the heads:
 ``open_feature_cache`` and ``cached_windows`` are that lookup, so cached files skip decoding.
 
+An audio tower that hears neighbouring windows together (``context_windows`` K > 1: SoundNet)
+gets them in runs: a file's audio windows wait until their block of K (window index // K) is
+complete (the next block begins, or ``done(job)``: the reader finished the file), then go to a
+batch whole; each batch row carries a run id (same job, consecutive indices, same block, not
+silent). The features of a window thus depend on its file alone, not on batch size or timing.
+
 A model with further vector spaces (``space_vectors``: native, bridge) gets them from the same
 features, computed once per batch (``Mapped.spaces``): no extra backbone pass.
 """
@@ -69,6 +75,17 @@ class Mapper:
         self.keep, self.heads = features, heads
         self.raw: dict[str, list[tuple[int, Piece]]] = {"audio": [], "visual": []}
         self.known: dict[str, list[tuple[int, CachedWindow]]] = {"audio": [], "visual": []}
+        self.held: dict[int, list[Piece]] = {}  # per job: audio windows of an open block
+        self._context: int | None = None
+
+    @property
+    def context(self) -> int:
+        """How many consecutive audio windows the model's tower hears together (asked once,
+        on the first decoded audio window: it loads the tower)."""
+        if self._context is None:
+            ask = getattr(self.model, "context_windows", None)
+            self._context = max(1, int(ask("audio"))) if ask is not None else 1
+        return self._context
 
     def add(self, job: int, w: Piece | CachedWindow) -> None:
         if isinstance(w, CachedWindow):
@@ -76,6 +93,14 @@ class Mapper:
                 self.emit(job, Mapped(w.modality, w.idx, w.start, w.end, bool(w.silent)))
                 return
             waiting: list[Any] = self.known[w.modality]
+        elif w.modality == "audio" and self.context > 1:
+            if w.silent and not self.keep:
+                self.emit(job, Mapped(w.modality, w.index, w.start, w.end, True))
+            else:
+                self.held.setdefault(job, []).append(w)
+            if (w.index + 1) % self.context == 0:
+                self._release(job)
+            return
         elif w.silent and not self.keep:
             self.emit(job, Mapped(w.modality, w.index, w.start, w.end, True))
             return
@@ -85,10 +110,35 @@ class Mapper:
         if len(waiting) >= self.batch_size:
             self.flush(w.modality)
 
+    def done(self, job: int) -> None:
+        """The reader has given every window of ``job``: its open block is complete."""
+        self._release(job)
+
+    def _release(self, job: int) -> None:
+        block = self.held.pop(job, [])
+        if block:
+            self.raw["audio"].extend((job, p) for p in block)
+            if len(self.raw["audio"]) >= self.batch_size:
+                self.flush("audio")
+
     def drop(self, job: int) -> None:
         """Forget the waiting windows of ``job`` (it failed)."""
+        self.held.pop(job, None)
         for waiting in (*self.raw.values(), *self.known.values()):
             waiting[:] = [(j, w) for j, w in waiting if j != job]
+
+    def _runs(self, m: str, batch: list[tuple[int, Piece]]) -> list[int] | None:
+        """A run id per row (:mod:`avsearch.encoders.tower`); None: the tower hears windows
+        alone."""
+        k = self.context if m == "audio" else 1
+        if k <= 1:
+            return None
+        runs: list[int] = []
+        for r, (j, p) in enumerate(batch):
+            pj, pp = batch[r - 1]
+            joined = r > 0 and pj == j and pp.index + 1 == p.index and pp.index // k == p.index // k
+            runs.append(runs[-1] if joined and not (p.silent or pp.silent) else r)
+        return runs
 
     def flush(self, modality: str | None = None) -> None:
         """Map every waiting window (of ``modality``, or of both)."""
@@ -113,12 +163,14 @@ class Mapper:
 
     def _map_raw(self, m: str, batch: list[tuple[int, Piece]]) -> None:
         data = np.stack([p.data for _, p in batch])
+        runs = self._runs(m, batch)
+        more = {} if runs is None else {"runs": runs}
         if not self.keep and not hasattr(self.model, "space_vectors"):
-            vecs = self.model.embed(m, data)
+            vecs = self.model.embed(m, data, **more)
             for (j, p), v in zip(batch, vecs, strict=True):
                 self.emit(j, Mapped(m, p.index, p.start, p.end, p.silent, vector=v))
             return
-        feats = self.model.features(m, data)
+        feats = self.model.features(m, data, **more)
         live = [k for k, (_, p) in enumerate(batch) if not p.silent] if self.heads else []
         vecs = dict(zip(live, self.model.project(m, feats[live]) if live else [], strict=True))
         spaces = self._spaces(m, feats[live]) if live else {}

@@ -34,6 +34,7 @@ class Stage(Protocol):
     emit: Callable[[int, Mapped], None]
 
     def add(self, job: int, w: Any) -> None: ...
+    def done(self, job: int) -> None: ...
     def drop(self, job: int) -> None: ...
     def flush(self, modality: str | None = None) -> None: ...
 
@@ -83,6 +84,7 @@ def run(
                 read.add(event[1])
                 if not pending.get(event[1]):
                     ready.append(event[1])
+                mapper.done(event[1])
                 report("file", {"path": str(jobs[event[1]].file.path), "ok": True})
             else:
                 _, j, reason = event

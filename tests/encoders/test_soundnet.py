@@ -343,6 +343,7 @@ def test_backbone_attributes_and_shapes(random_backbone: sn.SoundNetBackbone) ->
     assert feats.shape == (3, 2425) and feats.dtype == np.float32
     with torch.inference_mode():
         np.testing.assert_allclose(b(torch.from_numpy(x)).numpy(), feats, atol=1e-5)
+    assert b.context_windows == sn.CONTEXT_WINDOWS > 1
     np.testing.assert_allclose(feats[:, sn.OBJECTS].sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(feats[:, sn.SCENES].sum(1), 1, atol=1e-5)
     assert b.features(np.zeros((0, WINDOW_SAMPLES), np.float32)).shape == (0, 2425)
@@ -360,8 +361,32 @@ def test_trailing_zeros_are_window_padding(random_backbone: sn.SoundNetBackbone)
     a, b = random_backbone.features(short), random_backbone.features(rows)
     np.testing.assert_allclose(a[0], b[0], atol=1e-5)
     np.testing.assert_allclose(b[0], b[1], atol=0)
-    silent_tail = random_backbone.prepare(rows[:1])[0]
-    assert np.count_nonzero(silent_tail == 0) < 100  # no stretch of padding silence left
+    alone = sn.file_outputs(random_backbone.net, sn.to_soundnet_rate(clip, SAMPLE_RATE))
+    np.testing.assert_allclose(b[0], sn.pool_windows(alone, [0.0], 40_000 / SAMPLE_RATE)[0])
+
+
+def test_run_bounds() -> None:
+    assert sn.run_bounds([0, 0, 1, 0]) == [(0, 2), (2, 3), (3, 4)]
+    assert sn.run_bounds([]) == [] and sn.run_bounds([5]) == [(0, 1)]
+
+
+def test_a_run_is_heard_once_as_one_signal(random_backbone: sn.SoundNetBackbone) -> None:
+    """Rows of one run are consecutive windows of one signal: the network hears them joined,
+    once, and each window pools the steps centred in it; other runs do not change them."""
+    gen = np.random.default_rng(6)
+    n = 22_050  # 0.5 s rows at 44.1 kHz
+    signal = (0.1 * gen.standard_normal(5 * n)).astype(np.float32)
+    rows = signal.reshape(5, n)
+    other = (0.1 * gen.standard_normal((1, n))).astype(np.float32)
+    feats = random_backbone.features(np.concatenate([other, rows]), runs=[9, 3, 3, 3, 3, 3])
+    outputs = sn.file_outputs(random_backbone.net, sn.to_soundnet_rate(signal, SAMPLE_RATE))
+    expected = sn.pool_windows(outputs, np.arange(5) * 0.5, 0.5)
+    np.testing.assert_allclose(feats[1:], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(feats[0], random_backbone.features(other)[0], rtol=1e-5, atol=1e-6)
+    alone = random_backbone.features(rows)  # no runs: each row by itself
+    assert not np.allclose(alone[2, sn.CONV7], feats[3, sn.CONV7], atol=1e-3)
+    with pytest.raises(ValueError, match="run ids"):
+        random_backbone.features(rows, runs=[0, 0])
 
 
 # ----------------------------------------------------------------------------- real weights
@@ -492,3 +517,9 @@ def test_whole_file_pooling_agrees_with_the_window(shipped: sn.SoundNetBackbone)
     assert cos(window[sn.CONV7], pooled[sn.CONV7]) > 0.85  # measured 0.95
     assert cos(window[sn.OBJECTS], pooled[sn.OBJECTS]) > 0.95  # measured 0.99
     assert _dog_mass(pooled[None])[0] > 3 * UNIFORM_DOG
+
+
+def test_feature_version_names_the_run_length() -> None:
+    """The feature cache key changes with the run length (cached features of other runs are
+    not reused)."""
+    assert BACKBONES["soundnet"].feature_version == f"runs{sn.CONTEXT_WINDOWS}"

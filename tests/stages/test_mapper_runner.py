@@ -98,6 +98,67 @@ def test_features_only_and_a_dropped_job() -> None:
     assert [(j, m.vector) for j, m in out] == [(1, None)]
 
 
+class ContextTower(Tower):
+    """Hears 3 consecutive audio windows together: records the run ids of each call; a
+    window's feature is (its value, the sum of its run's values, the run's length)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[list[int]] = []
+
+    def context_windows(self, modality: str) -> int:
+        return 3
+
+    def features(  # type: ignore[override]
+        self, modality: str, batch: np.ndarray, runs: Sequence[int] | None = None
+    ) -> np.ndarray:
+        assert runs is not None and len(runs) == len(batch)
+        self.runs.append(list(runs))
+        v = np.asarray(batch, np.float32)[:, 0]
+        ids = np.asarray(runs)
+        return np.stack(
+            [[v[i], v[ids == ids[i]].sum(), (ids == ids[i]).sum()] for i in range(len(v))]
+        ).astype(np.float32)
+
+    def embed(  # type: ignore[override]
+        self, modality: str, batch: np.ndarray, runs: Sequence[int] | None = None
+    ) -> np.ndarray:
+        return self.project(modality, self.features(modality, batch, runs))
+
+
+def _context_run(batch_size: int, keep: bool) -> dict[tuple[int, int], np.ndarray]:
+    """Two files' audio windows, interleaved, one silent, through a context mapper."""
+    tower = ContextTower()
+    out: list[tuple[int, Mapped]] = []
+    mapper = Mapper(tower, batch_size, lambda j, m: out.append((j, m)), features=keep)
+    for k in range(7):
+        mapper.add(1, _piece(k, 0.1 * (k + 1), silent=k == 4))
+        if k < 2:
+            mapper.add(2, _piece(k, 1.0 + k))
+        mapper.flush()  # (an idle flush: open blocks wait)
+    assert {j for j, _ in out} <= {1}
+    mapper.done(2)
+    mapper.done(1)
+    mapper.flush()
+    return {(j, m.idx): m.vector for j, m in out if m.vector is not None}
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_windows_heard_together_come_in_whole_aligned_blocks(keep: bool) -> None:
+    got = _context_run(batch_size=2, keep=keep)
+    assert sorted(got) == [(1, k) for k in (0, 1, 2, 3, 5, 6)] + [(2, 0), (2, 1)]
+    # (value, run sum, run length) + 1: blocks {0,1,2}, {3,4,5} with silent 4 breaking it, {6}
+    np.testing.assert_allclose(got[(1, 1)], [1.2, 1.6, 4], rtol=1e-6)
+    np.testing.assert_allclose(got[(1, 3)], [1.4, 1.4, 2], rtol=1e-6)
+    np.testing.assert_allclose(got[(1, 5)], [1.6, 1.6, 2], rtol=1e-6)
+    np.testing.assert_allclose(got[(1, 6)], [1.7, 1.7, 2], rtol=1e-6)
+    np.testing.assert_allclose(got[(2, 1)], [3.0, 4.0, 3], rtol=1e-6)  # file 2: one run of 2
+    other = _context_run(batch_size=100, keep=not keep)  # batching and keeping change nothing
+    assert sorted(other) == sorted(got)
+    for key, vec in got.items():
+        np.testing.assert_allclose(other[key], vec)
+
+
 # ------------------------------------------------------------------------------------ runner
 
 
