@@ -593,6 +593,14 @@ def train_cmd(
             "the speech model's) | a list such as aisfx+soundnet [aisfx]."
         ),
     ] = None,
+    audio_head_parts: Annotated[
+        str | None,
+        typer.Option(
+            help="Media mode: the parts of a composite audio backbone the audio head reads, "
+            "joined by + (aisfx of aisfx+soundnet: soundnet then serves the zero-shot bridge "
+            "alone) [all].",
+        ),
+    ] = None,
 ) -> None:
     """Train projection heads on frozen backbones: progressive self-distillation (psd),
     triplet, supervised, or cross-modal InfoNCE (infonce, the default model's recipe)."""
@@ -621,6 +629,7 @@ def train_cmd(
         "augment": augment,
         "views": views,
         "audio_backbone": audio_backbone,
+        "audio_head_parts": audio_head_parts,
     }
     try:
         file_values = cfgmod.section(st.file_config, "train")

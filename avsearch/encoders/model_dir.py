@@ -121,6 +121,12 @@ class ModelConfig:
         for key in ("native", "fusion"):  # (absent rather than empty: older files unchanged)
             if not out[key]:
                 del out[key]
+        for modality in ("audio", "visual"):  # head parts: a list, absent when all are read
+            head = out[modality]["head"]
+            if head.get("parts"):
+                head["parts"] = list(head["parts"])
+            else:
+                head.pop("parts", None)
         return out
 
     @classmethod
@@ -132,7 +138,7 @@ class ModelConfig:
             towers = {
                 m: TowerConfig(
                     backbone=backbone_name(raw[m]["backbone"]),
-                    head=HeadConfig(**raw[m]["head"]),
+                    head=_head(raw[m]["head"]),
                     backbone_weights=raw[m].get("backbone_weights"),
                     backbone_sha256=raw[m].get("backbone_sha256"),
                 )
@@ -152,6 +158,14 @@ class ModelConfig:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: invalid model config ({exc!r})") from exc
+
+
+def _head(raw: dict[str, Any]) -> HeadConfig:
+    """A ``head:`` mapping; ``parts`` a list of names (or one)."""
+    parts = raw.get("parts") or ()
+    if isinstance(parts, str):
+        parts = (parts,)
+    return HeadConfig(**{**raw, "parts": tuple(str(p) for p in parts)})
 
 
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def part_columns(backbone: str, parts: Sequence[str]) -> np.ndarray:
     missing = [p for p in parts if p not in names]
     if missing or not parts:
         raise ModelError(
-            f"native space: {', '.join(missing) or 'no part'} is not a part of the backbone "
+            f"{', '.join(missing) or 'no part'} is not a part of the backbone "
             f"{backbone!r} ({', '.join(names)})"
         )
     cols: list[np.ndarray] = []

@@ -26,8 +26,9 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from avsearch.encoders.registry import BACKBONES
 from avsearch.encoders.registry import names as registered_backbones
-from avsearch.errors import UsageError
+from avsearch.errors import ModelError, UsageError
 
 METHODS = ("psd", "triplet", "supervised", "infonce")
 DIS_MODES = ("decorrelation", "paired")
@@ -131,6 +132,9 @@ class TrainConfig:
     # aisfx-cepstra adds an order-keeping cepstral template instead; aisfx alone is the plain
     # sound-effects embedding
     audio_backbone: str = DEFAULT_AUDIO_BACKBONE
+    # media mode: the parts of a composite audio tower its head reads, "+"-joined ("" = all):
+    # "aisfx" of aisfx+soundnet keeps SoundNet for the zero-shot bridge alone
+    audio_head_parts: str = ""
     # media mode: train on views of each item, computed once through the frozen backbones
     # (avsearch.train.augment.DEFAULT_AUDIO_AUGMENT / DEFAULT_VISUAL_AUGMENT)
     augment: bool = False
@@ -233,6 +237,14 @@ def _audio_composite(value: Any) -> bool:
     return len(parts) > 1 and all(p in AUDIO_BACKBONES for p in parts)
 
 
+def _audio_parts(backbone: str) -> list[str]:
+    """The atomic parts of an audio backbone name ([] when it is not one)."""
+    try:
+        return [a.name for a in BACKBONES.parts(backbone)]
+    except ModelError:  # (an invalid backbone is reported by its own check)
+        return []
+
+
 def _validate(c: TrainConfig) -> None:
     choices = {
         "method": METHODS,
@@ -249,6 +261,15 @@ def _validate(c: TrainConfig) -> None:
         if name == "audio_backbone" and _audio_composite(value):
             continue  # several registered audio backbones side by side: aisfx+soundnet
         _need(value in allowed, name, f"one of {', '.join(allowed)}", value)
+    if c.audio_head_parts:
+        atoms = _audio_parts(c.audio_backbone)
+        wanted = c.audio_head_parts.split("+")
+        _need(
+            all(p in atoms for p in wanted) and len(set(wanted)) == len(wanted),
+            "audio_head_parts",
+            f"parts of the audio backbone ({', '.join(atoms)}), joined by +",
+            c.audio_head_parts,
+        )
     ints_min = {
         "epochs": 1,
         "batch_size": 2,

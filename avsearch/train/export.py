@@ -13,6 +13,7 @@ from typing import Any
 
 from avsearch.encoders.heads import HeadConfig
 from avsearch.encoders.model_dir import ModelConfig, TowerConfig
+from avsearch.encoders.native import part_columns
 from avsearch.encoders.registry import BACKBONES
 from avsearch.errors import UsageError
 from avsearch.train.config import TrainConfig
@@ -43,10 +44,13 @@ def check_template(
             continue
         if info.modality != modality:
             raise UsageError(f"backbone {tower.backbone!r} is a {info.modality} backbone")
-        if info.dim != dims[modality]:
+        expected = info.dim
+        if tower.head.parts:  # the head reads these parts of the tower's features
+            expected = len(part_columns(tower.backbone, tower.head.parts))
+        if expected != dims[modality]:
             raise UsageError(
                 f"the {modality} features have {dims[modality]} dimensions but backbone "
-                f"{tower.backbone!r} gives {info.dim}",
+                f"{tower.backbone!r} gives {expected}",
                 hint="name a non-registered backbone (e.g. 'vggish-features') for features "
                 "from another network",
             )
@@ -77,7 +81,11 @@ def build_model_config(
     return replace(
         template,
         embedding_dim=cfg.dim,
-        audio=replace(template.audio, head=nets.audio.cfg),
-        visual=replace(template.visual, head=nets.visual.cfg),
+        audio=replace(
+            template.audio, head=replace(nets.audio.cfg, parts=template.audio.head.parts)
+        ),
+        visual=replace(
+            template.visual, head=replace(nets.visual.cfg, parts=template.visual.head.parts)
+        ),
         training=training,
     )

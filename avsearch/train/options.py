@@ -22,7 +22,7 @@ from avsearch.train.config import OptionValueError, TrainConfig, for_method
 
 # options only the psd method reads; and options only media mode reads
 PSD_ONLY = ("no_soft", "no_distill", "no_dis", "no_progressive", "dis_mode", "teacher")
-MEDIA_ONLY = ("labels", "audio_backbone", "augment", "views")
+MEDIA_ONLY = ("labels", "audio_backbone", "audio_head_parts", "augment", "views")
 # psd ablation switches: option -> the TrainConfig switch it turns off
 ABLATIONS = {
     "no_soft": "use_cross_soft",
@@ -42,6 +42,7 @@ DIRECT = (
     "augment",
     "views",
     "audio_backbone",
+    "audio_head_parts",
     "sampler",
     "per_class",
 )
@@ -127,6 +128,8 @@ def train_command(paths: list[str], options: Any, cfg: TrainConfig, mode: str) -
         parts += [_flag(key) for key in ABLATIONS if getattr(options, key)]
     if mode == "media":
         parts += ["--audio-backbone", cfg.audio_backbone]
+        if cfg.audio_head_parts:
+            parts += ["--audio-head-parts", cfg.audio_head_parts]
         parts += ["--augment", "--views", str(cfg.views)] if cfg.augment else ["--no-augment"]
     parts += ["--out", str(options.out)]
     return shlex.join(parts)

@@ -43,7 +43,7 @@ from avsearch.encoders.model_dir import (
     load_heads,
     sha256_file,
 )
-from avsearch.encoders.native import fit_native, windows_by_modality, write_native
+from avsearch.encoders.native import fit_native, part_columns, windows_by_modality, write_native
 from avsearch.encoders.registry import BACKBONES
 from avsearch.errors import UsageError
 from avsearch.evaluate import RetrievalReport
@@ -112,12 +112,15 @@ def labels_function(labels_csv: Path | list[Path] | None) -> Callable[[Path], st
 def media_template(name: str, cfg: TrainConfig | None = None) -> ModelConfig:
     """Default backbones with their default weight files (hashes recorded)."""
     towers = {}
-    audio = (cfg or TrainConfig()).audio_backbone
+    cfg = cfg or TrainConfig()
+    audio = cfg.audio_backbone
     for modality, backbone in (("audio", audio), ("visual", "efficientnet-lite0")):
         info = BACKBONES[backbone]
-        towers[modality] = TowerConfig(
-            backbone, HeadConfig(info.dim), None, sha256_file(info.default_weights())
-        )
+        head = HeadConfig(info.dim)
+        if modality == "audio" and cfg.audio_head_parts:
+            parts = tuple(cfg.audio_head_parts.split("+"))
+            head = HeadConfig(len(part_columns(audio, parts)), parts=parts)
+        towers[modality] = TowerConfig(backbone, head, None, sha256_file(info.default_weights()))
     bridged = bridge_off_reason(audio, "efficientnet-lite0") is None
     return ModelConfig(
         name=name,
@@ -239,6 +242,9 @@ def run_train_media(
             if not files:
                 raise UsageError("no media file decoded a second time for the views; see above")
     pairs = build_pairs(files, seed=cfg.seed)
+    if cfg.audio_head_parts:  # the head reads these parts of the tower's features alone
+        cols = part_columns(cfg.audio_backbone, cfg.audio_head_parts.split("+"))
+        pairs = replace(pairs, audio=np.ascontiguousarray(pairs.audio[..., cols]))
     data: FeatureSet | TrainData
     if cfg.augment:
         data = TrainData(Views(pairs.audio), Views(pairs.visual), pairs.labels)

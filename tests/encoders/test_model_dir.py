@@ -134,6 +134,37 @@ def _with_backbone_weights(tmp_path: Path, value: str) -> Path:
     return model
 
 
+def test_head_parts_are_a_list_in_config_yaml_and_absent_when_all(tmp_path: Path) -> None:
+    """A head reading some parts of a composite tower: written as a list, read back as a
+    tuple; a head reading everything writes no key (older configs stay byte-identical); the
+    model slices those columns before the head."""
+    import numpy as np
+
+    from avsearch.encoders.model import AVModel
+
+    heads = {
+        "audio": ProjectionHead(HeadConfig(512, 4, 8, 0.0, parts=("aisfx",))),
+        "visual": ProjectionHead(HeadConfig(5, 4, 8, 0.0)),
+    }
+    config = md.ModelConfig(
+        name="parts",
+        embedding_dim=4,
+        audio=md.TowerConfig("aisfx+cepstra", heads["audio"].cfg),
+        visual=md.TowerConfig("efficientnet-lite0", heads["visual"].cfg),
+    )
+    md.save_model_dir(tmp_path / "m", config, heads)  # type: ignore[arg-type]
+    text = (tmp_path / "m" / "config.yaml").read_text()
+    assert "parts:\n    - aisfx\n" in text and text.count("parts:") == 1
+    assert md.load_config(tmp_path / "m") == config
+    model = AVModel.load(tmp_path / "m")
+    feats = np.random.default_rng(0).standard_normal((3, 720)).astype(np.float32)
+    np.testing.assert_array_equal(model.head_columns("audio"), np.arange(512))
+    assert model.head_columns("visual") is None
+    with torch.inference_mode():
+        want = heads["audio"].eval()(torch.from_numpy(feats[:, :512])).numpy()
+    np.testing.assert_allclose(model.project("audio", feats), want, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("value", "why"),
     [
