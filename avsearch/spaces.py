@@ -8,8 +8,8 @@ fusions below follow one rule, the model's ``fusion:`` gate (:class:`FusionRule`
 
 where ``z`` is a cosine z-scored per query over the whole gallery of the target modality and
 the gate opens (``weight``, 4) when the heads do not recognise the query (its best cosine with
-an item of the other modality is below ``low``, 0.55) and closes (0) when they do (above
-``high``, 0.75):
+an item of the other modality is below ``low``, 0.5) and closes (0) when they do (above
+``high``, 0.7):
 
 - same modality (a sound searching sounds, a picture pictures): the heads fused with the
   ``native`` space of that modality (``heads+native``; the backbone's own features,

@@ -390,7 +390,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     natural = data / "natural"
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(out, "infonce", args.seed, AUDIO_BACKBONE, args.epochs, args.chance_seeds)
+    bench = Bench(
+        out,
+        "infonce",
+        args.seed,
+        AUDIO_BACKBONE,
+        args.epochs,
+        args.chance_seeds,
+        audio_head_parts=args.audio_head_parts or None,
+    )
     bench.prepare()
     av_out = out / "avdigits-quick" if args.quick else OUT / "avdigits"
     av = build_avdigits(data, av_out, ["train", "test"], 0, per_class=20 if args.quick else None)
@@ -470,6 +478,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "folds": args.folds,
             "seed": args.seed,
             "epochs": args.epochs,
+            "audio_head_parts": args.audio_head_parts,
             "quick": args.quick,
             "chance_seeds": args.chance_seeds,
             "shipped": args.shipped,
@@ -615,6 +624,8 @@ def markdown(r: dict[str, Any]) -> str:
     def vs(x: dict[str, dict[str, float | None]], m: str, a: str, b: str) -> str:
         return f"{_f(x[m][a])} against {_f(x[m][b])}"
 
+    parts = r["args"].get("audio_head_parts")  # (older spaces.json: the heads read both)
+    head_parts = f" --audio-head-parts {parts}" if parts else ""
     reading = (
         "- Same modality, the native space alone beats the heads only where the heads never "
         "saw anything like the query: zero-shot heads (AV-Digits alone) on natural/, sounds "
@@ -641,13 +652,13 @@ shared.
 
 Leave concepts out on `../shared/data/natural` as in "Natural sounds, leave concepts out"
 ({len(folds)} seeded folds, seed {r["args"]["seed"]}): per fold `avsearch train --method infonce
---labeled-ratio 1 --audio-backbone aisfx+soundnet` on AV-Digits train + the concepts outside the
-fold (train also fits the model's native spaces on those windows: uncentred, 256-d, aisfx part
-only for sounds; its audio tower includes soundnet, so it has a bridge space), `avsearch embed`
-of the held-out concepts. **Per file** = what `avsearch query` returns (a file queries with the
-normalised mean of its windows' vectors; hits are files by their best segment; same modality:
-the query's own file left out), computed from the index's stored vectors (checked against
-`run_query` on {CHECKED_QUERIES} queries per fold and space); chance = the gallery in random
+--labeled-ratio 1 --audio-backbone aisfx+soundnet{head_parts}` on AV-Digits train + the concepts
+outside the fold (train also fits the model's native spaces on those windows: uncentred, 256-d,
+aisfx part only for sounds; its audio tower includes soundnet, so it has a bridge space),
+`avsearch embed` of the held-out concepts. **Per file** = what `avsearch query` returns (a file
+queries with the normalised mean of its windows' vectors; hits are files by their best segment;
+same modality: the query's own file left out), computed from the index's stored vectors (checked
+against `run_query` on {CHECKED_QUERIES} queries per fold and space); chance = the gallery in random
 order ({r["args"]["chance_seeds"]} seeds). **Per segment** = `avsearch eval --json` and
 `--no-bridge`; chance = random Gaussian vectors with the same labels. Mean over folds.
 **zero-shot** = `avsearch train` (same recipe, audio backbone aisfx) on AV-Digits train alone,
@@ -705,6 +716,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="[the CLI's; 3 with --quick]")
+    ap.add_argument(
+        "--audio-head-parts",
+        default="aisfx",
+        help="avsearch train --audio-head-parts: the parts of aisfx+soundnet the heads read "
+        "('' = both) [aisfx]",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 concepts per fold")
     ap.add_argument("--out", type=Path, default=OUT / "spaces")
     ap.add_argument("--shipped", default="default")

@@ -222,8 +222,8 @@ def snapshot(model_dir: Path, dst: Path) -> Path:
     """A copy of the shipped model to measure: the one in models/ may be replaced meanwhile."""
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
-    for name in ("config.yaml", "heads.safetensors"):
-        shutil.copy2(model_dir / name, dst / name)
+    for path in [model_dir / "config.yaml", *sorted(model_dir.glob("*.safetensors"))]:
+        shutil.copy2(path, dst / path.name)  # heads, and the native spaces when it has them
     return dst
 
 

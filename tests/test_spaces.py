@@ -120,7 +120,7 @@ def test_the_candidate_path_ranks_the_union_exactly(
         assert small[0].tolist() == rank
 
 
-@pytest.mark.parametrize(("gate_top", "weight"), [(0.2, 4.0), (0.65, 2.0), (0.9, 0.0)])
+@pytest.mark.parametrize(("gate_top", "weight"), [(0.2, 4.0), (0.6, 2.0), (0.9, 0.0)])
 def test_same_modality_fuses_native_by_the_gate(
     tmp_path: Path, gate_top: float, weight: float
 ) -> None:

@@ -20,7 +20,7 @@ Each tower of ``config.yaml`` names its backbone (see :mod:`avsearch.encoders.re
 Two optional sections describe the model's further vector spaces: ``native:`` (per modality the
 backbone parts, dimension and centring of its native space, whose statistics are in
 ``native.safetensors``; :mod:`avsearch.encoders.native`) and ``fusion:`` (how cross-modal
-search fuses the heads with the zero-shot bridge: ``{bridge: gated, low: 0.55, high: 0.75,
+search fuses the heads with the zero-shot bridge: ``{bridge: gated, low: 0.5, high: 0.7,
 weight: 4}`` or ``{bridge: off}``; :mod:`avsearch.encoders.bridge`).
 
 ``backbone`` is one registered name or a list of them (``aisfx+words`` is the same list written

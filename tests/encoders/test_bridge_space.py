@@ -87,7 +87,7 @@ def test_softmax_is_stable() -> None:
 
 
 def test_fusion_rule_from_config() -> None:
-    assert br.FusionRule.from_config({}) == br.FusionRule("gated", 0.55, 0.75, 4.0)
+    assert br.FusionRule.from_config({}) == br.FusionRule("gated", 0.5, 0.7, 4.0)
     rule = br.FusionRule.from_config({"bridge": "gated", "low": 0.4, "high": 0.6, "weight": 2})
     assert rule.to_config() == {"bridge": "gated", "low": 0.4, "high": 0.6, "weight": 2.0}
     np.testing.assert_allclose(rule.weight_for(np.array([0.3, 0.5, 0.6, 0.9])), [2, 1, 0, 0])
@@ -101,7 +101,7 @@ def test_fusion_rule_from_config() -> None:
 
 def test_the_default_gate_matches_the_documented_thresholds() -> None:
     rule = br.FusionRule()
-    w = rule.weight_for(np.array([0.0, 0.55, 0.65, 0.75, 1.0]))
+    w = rule.weight_for(np.array([0.0, 0.5, 0.6, 0.7, 1.0]))
     np.testing.assert_allclose(w, [4.0, 4.0, 2.0, 0.0, 0.0])
 
 

@@ -65,13 +65,16 @@ def test_bad_model_dirs_raise_model_error(tmp_path: Path) -> None:
         md.load_heads(tmp_path / "m", md.load_config(tmp_path / "m"))
 
 
-@pytest.mark.parametrize(("name", "audio"), [("default", "aisfx"), ("speech", "aisfx-words")])
+@pytest.mark.parametrize(
+    ("name", "audio"), [("default", "aisfx+soundnet"), ("speech", "aisfx-words")]
+)
 def test_shipped_models_load(name: str, audio: str) -> None:
     path = md.resolve_model_dir(name)
     cfg = md.load_config(path)
     assert cfg.name == name
     assert cfg.audio.backbone == audio and cfg.visual.backbone == "efficientnet-lite0"
-    assert cfg.audio.head.in_dim == BACKBONES[audio].dim
+    parts = cfg.audio.head.parts or (audio,)  # the default's head reads its aisfx part alone
+    assert cfg.audio.head.in_dim == sum(BACKBONES[p].dim for p in parts)
     # every shipped model says which `avsearch train` command made it (and repeats it)
     command = cfg.training["command"]
     assert command.startswith("avsearch train ") and f"--out models/{name}" in command
