@@ -694,8 +694,9 @@ are left out, they are training files of the default heads); relevance = same co
 animals). × chance = mean MAP over the chance mean MAP, with a 90% bootstrap interval
 (concepts resampled) where given. Top-1 hub = share of sound queries whose first picture is
 the same single picture. Fusion = per-query z-scored similarities, summed with the bridge's
-weight; gated (v): that weight per query is `gated_weight(best heads cosine)`: 4 below 0.55,
-0 above 0.75, linear between. {machine_line()}; {dt.date.today().isoformat()}.
+weight; gated (v): that weight per query is `gated_weight(best heads cosine)`: 4 below
+{br.GATE_LOW}, 0 above {br.GATE_HIGH}, linear between. {machine_line()};
+{dt.date.today().isoformat()}.
 
 **Per file** (what `avsearch query` returns: a sound file queries with the normalised mean of
 its windows' vectors, a picture ranks sound files by their best window):

@@ -638,9 +638,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"the other modality is low) the search keeps most of both{worst}. That is the default "
         "for same-modality queries; `--space native|heads` ranks in one alone.\n"
         f"- Cross-modal, the bridge fused by the gate lifts held-out concepts from {cross_h} to "
-        f"{cross_f} chance per file (per segment less: the gate opened for every natural query, "
-        f"whose best heads cosine stays below 0.75) and keeps AV-Digits within {gap:.3f} of the "
-        "heads."
+        f"{cross_f} chance per file and keeps AV-Digits within {gap:.3f} of the heads."
     )
     reading = "\n".join(textwrap.fill(par, 95, subsequent_indent="  ")
                          for par in reading.split("\n"))  # fmt: skip

@@ -20,6 +20,12 @@ runner = CliRunner()
 RESULT_KEYS = {"rank", "score", "confidence", "path", "start", "end", "modality"}
 
 
+def result_keys(out: dict) -> set[str]:
+    """A hit's keys: ranked in another space than the heads' (the default model fuses the
+    zero-shot bridge), it also gives its heads cosine, and its confidence is null."""
+    return RESULT_KEYS | ({"heads_cosine"} if out["space"] != "heads" else set())
+
+
 def cli(*args: str) -> tuple[int, dict | None, str]:
     result = runner.invoke(app, list(args), catch_exceptions=False)
     data = json.loads(result.stdout) if "--json" in args and result.stdout.strip() else None
@@ -58,7 +64,7 @@ def test_embed_query_incremental_and_errors(media: Path, index_env: Path, tmp_pa
     code, out, _ = cli("--json", "query", str(media / "sounds" / "beep.wav"), "--top", "5")
     assert code == 0
     assert out["target"] == "visual" and out["results"]
-    assert set(out["results"][0]) == RESULT_KEYS
+    assert set(out["results"][0]) == result_keys(out)
     assert [r["rank"] for r in out["results"]] == list(range(1, len(out["results"]) + 1))
     assert all(r["modality"] == "visual" for r in out["results"])
     paths = [r["path"] for r in out["results"]]
@@ -213,7 +219,8 @@ def test_shared_fixtures_and_farm(index_env: Path) -> None:
     assert out["files"]["new"] == 5 + 2 + 9 + 9 and out["files"]["failed"] == 0
     code, out, _ = cli("--json", "query", str(farm / "sounds" / "dog.ogg"), "--top", "5")
     assert code == 0 and out["target"] == "visual" and len(out["results"]) == 5
-    assert all(set(r) == RESULT_KEYS for r in out["results"])
+    assert out["space"] == "heads+bridge"  # the default model's audio tower has SoundNet
+    assert all(set(r) == result_keys(out) for r in out["results"])
     # the answer, not only its shape: the bark finds the dog's photo first
     assert Path(out["results"][0]["path"]) == (farm / "images" / "dog.webp").resolve()
     code, out, _ = cli("--json", "query", str(fixtures / "photos" / "sklearn_china.jpg"))
