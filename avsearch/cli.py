@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+
+# numpy's BLAS on one thread in the CLI (unless the user set it; numpy is not imported yet):
+# torch runs the networks on every core, and OpenBLAS's threads, spinning after each numpy
+# product (the native and bridge spaces' projections), took those cores: `embed` of the default
+# model (with SoundNet) ran 1.3x slower with them (docs/benchmarks.md, "Embed throughput")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any

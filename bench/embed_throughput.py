@@ -9,6 +9,10 @@ Writes its section of docs/benchmarks.md.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the CLI sets it (avsearch/cli.py)
+
 import argparse
 import datetime as dt
 import os

@@ -661,7 +661,7 @@ order ({r["args"]["chance_seeds"]} seeds). **Per segment** = `avsearch eval --js
 `--no-bridge`; chance = random Gaussian vectors with the same labels. Mean over folds.
 **zero-shot** = `avsearch train` (same recipe, audio backbone aisfx) on AV-Digits train alone,
 over all of natural/: heads that never saw a natural concept, native spaces fitted on AV-Digits.
-**shipped** = `models/{r["args"]["shipped"]}` (aisfx, no bridge) over all of natural/: its heads
+**shipped** = `models/{r["args"]["shipped"]}` over all of natural/: its heads
 were trained on these concepts and its native spaces fitted on windows that include them, so
 its row is not held out. **AV-Digits test** (FSDD takes 0-4 vs the 1,000 MNIST test images,
 labels = digits): the fold-0 model and the shipped model.

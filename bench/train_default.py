@@ -366,6 +366,14 @@ def section(results: dict[str, dict[str, Any]]) -> str:
         what = "AV-Digits test MAP" if key == "avdigits_test_map" else "LOSO mean MAP"
         met = "not measured" if value is None else ("met" if value >= floor else "**NOT met**")
         targets.append(f"`{name}` {what} ≥ {floor:.2f}: {_f(value)}, {met}")
+    differs = (
+        " A reproduction that DIFFERS was made on another CPU than the shipped heads: the "
+        "same command gives byte-identical heads on one machine (tests/test_cli_train.py), "
+        "and on another machine the same best epoch and validation MAP, heads equal to about "
+        "1e-4."
+        if any(not results[n]["reproduction"].get("identical", True) for n in names)
+        else ""
+    )
     commands = "\n".join(f"# {n}\n" + " \\\n    ".join(_wrap(results[n]["command"])) for n in names)
     bench = "\n".join(
         f"python bench/train_default.py --model {n}{' --loso' if results[n].get('loso') else ''}"
@@ -395,8 +403,9 @@ training file is decoded again; `embed` reads and fills the same cache):
 {chr(10).join(rows)}
 
 Targets: {"; ".join(targets)}. `default` is the general-sound model: its aisfx tower pools
-time away, so it reads the digit of a voice it was not trained on poorly (its LOSO row);
-spoken content is `speech`'s job (aisfx-words). Wall times are seconds of the last run on a
+time away, so it reads the digit of a voice it was not trained on poorly (its LOSO row; its
+cross-modal ranking also fuses the zero-shot bridge, which knows no digits);
+spoken content is `speech`'s job (aisfx-words).{differs} Wall times are seconds of the last run on a
 machine shared with other jobs, with the test files' features already in the work cache
 (a first run also decodes the 1,250 AV-Digits test files, a few minutes here).
 

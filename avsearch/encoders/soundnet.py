@@ -113,6 +113,7 @@ __all__ = [
 
 SAMPLE_RATE = 22_050
 INPUT_SCALE = 256.0  # training input: torch audio.load int32 samples * 2^-23, [-256, 256]
+SAMPLE_CAP = 1e4  # input magnitudes above this (corrupt float files) are capped
 BN_EPS = 1e-5
 CONV7_DIM = 1024
 N_OBJECTS = 1000
@@ -465,6 +466,10 @@ class SoundNetBackbone(nn.Module):
         step = arr.shape[1] / INPUT_RATE
         for a, b in run_bounds(ids):
             signal = _trim_trailing_zeros(arr[a:b].reshape(-1))
+            # a float file may hold 3e38, inf or NaN, which the network's x256 input scale
+            # turns into inf: NaN reads as silence and magnitudes are capped far above any real
+            # signal (ordinary overshoot past 1.0 is left as it is)
+            signal = np.clip(np.nan_to_num(signal, nan=0.0), -SAMPLE_CAP, SAMPLE_CAP)
             outputs = file_outputs(self.net, to_soundnet_rate(signal, INPUT_RATE), self.pad_mode)
             starts = np.arange(b - a) * step
             out[a:b] = pool_windows(outputs, starts, step, self.conv7_pool)

@@ -365,6 +365,13 @@ def test_trailing_zeros_are_window_padding(random_backbone: sn.SoundNetBackbone)
     np.testing.assert_allclose(b[0], sn.pool_windows(alone, [0.0], 40_000 / SAMPLE_RATE)[0])
 
 
+def test_out_of_range_samples_give_finite_features(random_backbone: sn.SoundNetBackbone) -> None:
+    row = 0.1 * np.random.default_rng(2).standard_normal(WINDOW_SAMPLES).astype(np.float32)
+    row[[10, 20, 30, 40]] = [np.nan, np.inf, -np.inf, 3e38]
+    feats = random_backbone.features(row)
+    assert np.isfinite(feats).all()
+
+
 def test_run_bounds() -> None:
     assert sn.run_bounds([0, 0, 1, 0]) == [(0, 2), (2, 3), (3, 4)]
     assert sn.run_bounds([]) == [] and sn.run_bounds([5]) == [(0, 1)]
