@@ -152,10 +152,10 @@ def codec_check(media_index: Path, video_index: Path, root: Path) -> str:
         )  # fmt: skip
 
     rows = [
-        ("wav clips → PNG images (= first row above)", report(wav, png)),
+        ("wav clips → PNG images (the first row's index)", report(wav, png)),
         ("AAC audio of the videos → PNG images", report(aac, png)),
         ("wav clips → video frames", report(wav, frame)),
-        ("AAC audio → video frames (= videos row above)", report(aac, frame)),
+        ("AAC audio → video frames (the videos row's index)", report(aac, frame)),
     ]
     table = "\n".join(
         f"| {name} | {r.a2v_map:.4f} | {r.v2a_map:.4f} | {r.map:.4f} |" for name, r in rows
@@ -164,6 +164,8 @@ def codec_check(media_index: Path, video_index: Path, root: Path) -> str:
 embedding from its wav and from its video's AAC track is {ca.mean():.3f} on average (min
 {ca.min():.3f}); between an image's embedding from its PNG and from its video frame
 (112×112, H.264) it is {cv.mean():.3f} (min {cv.min():.3f}).
+
+Ranked by the heads' vectors alone (the rows above fuse the bridge when the model has one):
 
 | audio → visual gallery | MAP a→v | MAP v→a | MAP mean |
 |---|---:|---:|---:|

@@ -175,13 +175,13 @@ def test_interrupted_run_resumes_to_the_same_index(media: Path, tmp_path: Path) 
             if self.calls == 3:
                 raise KeyboardInterrupt
 
-        def embed(self, modality: str, batch):
+        def embed(self, modality: str, batch, runs=None):
             self.tick()
-            return model.embed(modality, batch)
+            return model.embed(modality, batch, runs)
 
-        def features(self, modality: str, batch):  # the encoder call when features are cached
+        def features(self, modality: str, batch, runs=None):  # (the call when features are kept)
             self.tick()
-            return model.features(modality, batch)
+            return model.features(modality, batch, runs)
 
     crashed = tmp_path / "crashed"
     with pytest.raises(KeyboardInterrupt):
