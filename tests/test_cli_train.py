@@ -311,13 +311,18 @@ def test_media_mode_is_recorded_and_reproduced_byte_for_byte(tmp_path: Path) -> 
     assert _training(out)["data"]["digest"] == training["data"]["digest"]
 
 
-@pytest.mark.slow
-def test_augmented_views_through_the_frozen_backbones(tmp_path: Path, index_env: Path) -> None:
-    media = tmp_path / "media"
+def _two_classes(media: Path) -> Path:
+    """Class folders low/ and high/: two 1 s tones and a coloured picture each."""
     for name, freq, colour in (("low", 300.0, (220, 20, 20)), ("high", 3000.0, (20, 20, 220))):
         for i in range(2):
             write_wav(media / name / f"s{i}.wav", freq=freq * (1 + 0.05 * i), seconds=1.0)
         write_png(media / name / "p.png", colour=colour)
+    return media
+
+
+@pytest.mark.slow
+def test_augmented_views_through_the_frozen_backbones(tmp_path: Path, index_env: Path) -> None:
+    media = _two_classes(tmp_path / "media")
     out = tmp_path / "model"
     code, summary, err = cli("--json", "train", str(media), "--audio-backbone", "aisfx",
                              "--augment", "--views", "2", "--epochs", "2", "--batch-size", "4",
@@ -380,11 +385,7 @@ def test_balanced_sampler_is_recorded_and_reproduced_byte_for_byte(
 def test_the_audio_head_reads_the_parts_it_is_given(tmp_path: Path, index_env: Path) -> None:
     """--audio-head-parts aisfx of aisfx+cepstra: the head takes aisfx's 512 columns, the
     config says so, the command records it, and embed/query slice the same columns."""
-    media = tmp_path / "media"
-    for name, freq, colour in (("low", 300.0, (220, 20, 20)), ("high", 3000.0, (20, 20, 220))):
-        for i in range(2):
-            write_wav(media / name / f"s{i}.wav", freq=freq * (1 + 0.05 * i), seconds=1.0)
-        write_png(media / name / "p.png", colour=colour)
+    media = _two_classes(tmp_path / "media")
     out = tmp_path / "model"
     code, _, err = cli("train", str(media), "--audio-backbone", "aisfx+cepstra",
                        "--audio-head-parts", "aisfx", "--method", "infonce", "--epochs", "2",
