@@ -35,7 +35,9 @@ STD_FLOOR = 1e-3  # a background of identical scores does not divide by zero
 MAD_TO_STD = 1.4826
 
 # logistic curve of the robust z-score, fitted by bench/confidence.py (docs/benchmarks.md)
-CURVE_A = 2.084  # for models/default as trained on 2026-12-02 (aisfx + EfficientNet-Lite0)
+# for models/default's heads as trained on 2026-12-02 (aisfx + EfficientNet-Lite0); retrained
+# with SoundNet in its audio tower the same day, its heads (still on aisfx) moved by < 3e-5
+CURVE_A = 2.084
 CURVE_B = -6.905
 
 
