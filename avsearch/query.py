@@ -287,6 +287,10 @@ def run_query(
             hits = with_confidence(store, target, qvec, hits)
         else:  # (the score is not the heads' cosine: give that too)
             hits = with_heads_cosine(store, qvec, hits)
+            if fusion is not None and fusion.get(f"{choice.space.split('+')[1]}_weight") == 0:
+                # the other space weighed nothing: the order is the heads' own, so their
+                # cosines' confidences hold (a query the heads recognise keeps them)
+                hits = with_confidence(store, target, qvec, hits, heads_cosine=True)
     finally:
         if own_store:
             store.close()
@@ -326,12 +330,18 @@ def _searcher(
     return None, choice, None
 
 
-def with_confidence(store: IndexStore, target: str, qvec: np.ndarray, hits: list[Hit]) -> list[Hit]:
-    """``hits`` with their confidence against the query's background (avsearch.calibrate)."""
+def with_confidence(
+    store: IndexStore, target: str, qvec: np.ndarray, hits: list[Hit], *, heads_cosine: bool = False
+) -> list[Hit]:
+    """``hits`` with their confidence against the query's background (avsearch.calibrate),
+    from their score, or with ``heads_cosine`` from their ``heads_cosine`` (a hit without one
+    gets none)."""
     if not hits:
         return hits
     sample = calibrate.background_vectors(store.manifest, target, store.dim)
-    conf = calibrate.background_for(qvec, sample).confidence(np.array([h.score for h in hits]))
+    raw = [h.heads_cosine if heads_cosine else h.score for h in hits]
+    values = np.array([np.nan if r is None else r for r in raw], dtype=np.float64)
+    conf = calibrate.background_for(qvec, sample).confidence(values)
     return [
         replace(h, confidence=None if math.isnan(c) else float(c))
         for h, c in zip(hits, conf.tolist(), strict=True)

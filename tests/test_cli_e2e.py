@@ -223,6 +223,10 @@ def test_shared_fixtures_and_farm(index_env: Path) -> None:
     assert all(set(r) == result_keys(out) for r in out["results"])
     # the answer, not only its shape: the bark finds the dog's photo first
     assert Path(out["results"][0]["path"]) == (farm / "images" / "dog.webp").resolve()
+    # the heads know the bark, so the bridge weighs nothing and the heads' confidences hold
+    assert out["fusion"]["bridge_weight"] == 0
+    assert out["results"][0]["confidence"] > 0.5
+    assert all(r["confidence"] is not None for r in out["results"])
     code, out, _ = cli("--json", "query", str(fixtures / "photos" / "sklearn_china.jpg"))
     assert code == 0 and out["target"] == "audio" and out["results"]
     assert all(r["start"] is not None and r["end"] > r["start"] for r in out["results"])

@@ -76,6 +76,13 @@ def test_bridge_and_native_spaces_on_real_media(tmp_path: Path) -> None:
     assert len(cross.results) == 3 and all(h.modality == "visual" for h in cross.results)
     plain = run_query(dog, index, QueryConfig(top=3, no_bridge=True))
     assert plain.space == "heads" and plain.fusion is None
+    # confidences come with fused hits only when the bridge weighed nothing: then they are
+    # the heads' own, hit for hit
+    if cross.fusion["bridge_weight"] == 0:
+        assert [h.path for h in cross.results] == [h.path for h in plain.results]
+        assert [h.confidence for h in cross.results] == [h.confidence for h in plain.results]
+    else:
+        assert all(h.confidence is None for h in cross.results)
 
     same = run_query(dog, index, QueryConfig(top=3, target="audio"))
     assert same.space == "heads" and "native" in (same.space_note or "")
