@@ -176,12 +176,18 @@ class AVModel:
 
     def head_columns(self, modality: str) -> np.ndarray | None:
         """The feature columns the head of ``modality`` reads (its ``parts``); None: all."""
-        tower = self.config.audio if modality == "audio" else self.config.visual
-        if not tower.head.parts:
-            return None
+        return self._head_columns[modality]
+
+    @cached_property
+    def _head_columns(self) -> dict[str, np.ndarray | None]:
+        """Per modality, once (``project`` runs per batch)."""
         from avsearch.encoders.native import part_columns
 
-        return part_columns(tower.backbone, tower.head.parts)
+        out: dict[str, np.ndarray | None] = {}
+        for modality, tower in (("audio", self.config.audio), ("visual", self.config.visual)):
+            parts = tower.head.parts
+            out[modality] = part_columns(tower.backbone, parts) if parts else None
+        return out
 
     def project(self, modality: str, features: np.ndarray) -> np.ndarray:
         """The heads alone: raw backbone features → unit vectors."""
