@@ -382,6 +382,8 @@ def models(ctx: typer.Context) -> None:
             "off" if "off" in native else ", ".join(f"{m} {v['dim']}-d" for m, v in native.items())
         )
         bridge_text = "off" if "off" in bridge else f"on ({bridge['bridge']})"
+        if "audio_map" in bridge:
+            bridge_text += ", learned audio map"
         t.add_row(
             r["name"], str(r["dim"]), r["audio"], r["visual"], native_text, bridge_text,
             r["description"],
@@ -608,6 +610,14 @@ def train_cmd(
             "alone) [all].",
         ),
     ] = None,
+    bridge_map_alpha: Annotated[
+        float | None,
+        typer.Option(
+            help="Media mode, an audio backbone with soundnet: ridge penalty of the learned "
+            "correction of the zero-shot bridge's audio side, fitted on the training pairs "
+            "(larger = closer to the bridge as it is); 0 = no correction [0.5].",
+        ),
+    ] = None,
 ) -> None:
     """Train projection heads on frozen backbones: progressive self-distillation (psd),
     triplet, supervised, or cross-modal InfoNCE (infonce, the default model's recipe)."""
@@ -637,6 +647,7 @@ def train_cmd(
         "views": views,
         "audio_backbone": audio_backbone,
         "audio_head_parts": audio_head_parts,
+        "bridge_map_alpha": bridge_map_alpha,
     }
     try:
         file_values = cfgmod.section(st.file_config, "train")

@@ -90,6 +90,7 @@ class TrainOptions:
     views: int | None = None  # with augment
     audio_backbone: str | None = None  # media mode
     audio_head_parts: str | None = None  # media mode: parts of a composite the head reads
+    bridge_map_alpha: float | None = None  # media mode, soundnet in the audio tower; 0 = none
     sampler: str | None = None  # random | balanced (avsearch.train.sampler)
     per_class: int | None = None  # with sampler balanced
 

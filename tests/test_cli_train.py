@@ -402,3 +402,80 @@ def test_the_audio_head_reads_the_parts_it_is_given(tmp_path: Path, index_env: P
     code, _, err = cli("train", str(media), "--audio-backbone", "aisfx",
                        "--audio-head-parts", "soundnet", "--out", str(tmp_path / "x"))  # fmt: skip
     assert code == 2 and "audio_head_parts" in err.replace("-", "_"), err
+
+
+@pytest.mark.slow
+def test_a_bridged_model_learns_its_bridge_map_from_the_pairs(
+    tmp_path: Path, index_env: Path
+) -> None:
+    """aisfx+soundnet on the farm's sounds and pictures (labels by name): train fits the
+    correction of the bridge's audio side, records its penalty in the command, and the map
+    brings each training sound's bridge vector closer to its animal's picture; the index's
+    bridge vectors of sounds are the mapped ones. --bridge-map-alpha 0: no map."""
+    if not (Path("models/backbones/soundnet/model.safetensors")).is_file():
+        pytest.skip("soundnet weights are not converted (models/backbones/soundnet)")
+    from avsearch.encoders.model import AVModel
+
+    farm = shared_path("data", "farm")
+    labels = tmp_path / "labels.csv"
+    rows = [f"{p},{p.stem.rstrip('s')}" for p in sorted(farm.rglob("*.*"))]
+    labels.write_text("path,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "model"
+    code, summary, err = cli("--json", "train", str(farm), "--labels", str(labels),
+                             "--audio-backbone", "aisfx+soundnet", "--audio-head-parts", "aisfx",
+                             "--method", "infonce", "--epochs", "2", "--batch-size", "8",
+                             "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    assert (
+        "--audio-head-parts aisfx --bridge-map-alpha 0.5 --no-augment"
+        in (_training(out)["command"])
+    )
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["bridge_map"]["alpha"] == 0.5 and config["bridge_map"]["dim"] == 58
+    assert config["bridge_map"]["fitted_on"]["pairs"] == summary["media"]["label_pairs"]
+
+    model = AVModel.load(out)
+    assert model.bridge is not None and model.bridge.audio_map is not None
+    code, _, err = cli("train", str(farm), "--labels", str(labels), "--audio-backbone",
+                       "aisfx+soundnet", "--bridge-map-alpha", "0", "--epochs", "1",
+                       "--out", str(tmp_path / "plain"))  # fmt: skip
+    assert code == 0, err
+    assert "bridge_map" not in yaml.safe_load((tmp_path / "plain" / "config.yaml").read_text())
+    vecs = {}
+    for name, ref in (("mapped", out), ("plain", tmp_path / "plain")):
+        index = tmp_path / f"index-{name}"
+        code, _, err = cli("--index", str(index), "embed", str(farm), "--model", str(ref))
+        assert code == 0, err
+        vecs[name] = _bridge_vectors(index)
+    (a_map, v_map), (a_plain, v_plain) = vecs["mapped"], vecs["plain"]
+    assert a_map.keys() == a_plain.keys() and v_map.keys() == v_plain.keys()
+    for key, v in v_plain.items():  # pictures keep their vectors
+        np.testing.assert_allclose(v_map[key], v, atol=1e-6)
+    the_map = model.bridge.audio_map
+    keys = sorted(a_plain)
+    mapped = np.stack([a_map[k] for k in keys])
+    plain = np.stack([a_plain[k] for k in keys])
+    np.testing.assert_allclose(mapped, the_map.apply(plain), atol=1e-5)
+    pictures = {Path(p).stem: v for (p, _), v in v_plain.items()}
+    own = np.stack([pictures[Path(p).stem.rstrip("s")] for p, _ in keys])
+    before = np.sum(plain * own, axis=1).mean()
+    after = np.sum(mapped * own, axis=1).mean()
+    assert after > before, (before, after)
+    code, _, err = cli("train", str(farm), "--labels", str(labels), "--audio-backbone", "aisfx",
+                       "--bridge-map-alpha", "1", "--out", str(tmp_path / "x"))  # fmt: skip
+    assert code == 2 and "soundnet" in err, err
+
+
+def _bridge_vectors(index: Path) -> tuple[dict, dict]:
+    """Per modality, {(path, window start): bridge vector} of an index."""
+    from avsearch.store.index import IndexStore
+
+    out = []
+    with IndexStore.open_existing(index) as store:
+        for modality in ("audio", "visual"):
+            ids, vecs = store.manifest.vectors(modality, 58, space="bridge")
+            rows = store.manifest.segments_by_ids(ids.tolist())
+            out.append(
+                {(rows[i].path, rows[i].start): v for i, v in zip(ids.tolist(), vecs, strict=True)}
+            )
+    return out[0], out[1]

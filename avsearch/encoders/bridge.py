@@ -105,6 +105,7 @@ from avsearch.encoders.imagenet_groups import GROUPS, N_CLASSES, parse_members
 from avsearch.errors import ModelError
 
 if TYPE_CHECKING:
+    from avsearch.encoders.bridge_map import BridgeMap
     from avsearch.encoders.efficientnet import EfficientNetLite0
     from avsearch.encoders.soundnet import SoundNet8
 
@@ -128,6 +129,7 @@ __all__ = [
     "fit_gallery_stats",
     "gated_weight",
     "group_probabilities",
+    "image_classifier",
     "image_object_probs",
     "load_constants",
     "membership",
@@ -612,6 +614,16 @@ def bridge_off_reason(audio_backbone: str, visual_backbone: str) -> str | None:
     return None
 
 
+def image_classifier(tower: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """EfficientNet-Lite0's ``_fc`` (weight, bias) in a loaded visual tower (or one of its
+    parts); None when it has none."""
+    for part in getattr(tower, "parts", (tower,)):
+        fc = getattr(getattr(part, "net", None), "_fc", None)
+        if fc is not None:
+            return fc.weight.detach().cpu().numpy(), fc.bias.detach().cpu().numpy()
+    return None
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
@@ -622,7 +634,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class BridgeSpace:
     """Bridge vectors of a model's windows from the tower features already computed (module
     docstring, "In the index"). ``classifier`` gives EfficientNet-Lite0's ``_fc`` weight
-    ``[1000, 1280]`` and bias ``[1000]`` when first needed (a picture)."""
+    ``[1000, 1280]`` and bias ``[1000]`` when first needed (a picture); ``audio_map``, the
+    model's learned correction of the audio side (:mod:`avsearch.encoders.bridge_map`), when it
+    has one."""
 
     dim = N_GROUPS
 
@@ -632,6 +646,7 @@ class BridgeSpace:
         visual_backbone: str,
         classifier: Any,
         constants: BridgeConstants | None = None,
+        audio_map: BridgeMap | None = None,
     ) -> None:
         why = bridge_off_reason(audio_backbone, visual_backbone)
         if why is not None:
@@ -643,6 +658,7 @@ class BridgeSpace:
         self.visual_columns = slice(v0, v0 + EFFICIENTNET_DIM)
         self._classifier = classifier
         self.constants = constants if constants is not None else load_constants()
+        self.audio_map = audio_map
 
     @cached_property
     def fc(self) -> tuple[np.ndarray, np.ndarray]:
@@ -664,7 +680,10 @@ class BridgeSpace:
     def vectors(self, modality: Modality, features: np.ndarray) -> np.ndarray:
         """Tower features ``[B, D]`` -> unit bridge vectors ``float32 [B, N_GROUPS]``."""
         probs = self.object_probs(modality, features)
-        return self.constants.vectors(group_probabilities(probs), modality)
+        vectors = self.constants.vectors(group_probabilities(probs), modality)
+        if modality == "audio" and self.audio_map is not None:
+            return self.audio_map.apply(vectors)
+        return vectors
 
 
 def constants_id(path: Path | None = None) -> str:

@@ -29,6 +29,7 @@ from avsearch.errors import ModelError
 if TYPE_CHECKING:
     from avsearch.encoders.backbones import Backbones
     from avsearch.encoders.bridge import BridgeSpace, FusionRule
+    from avsearch.encoders.bridge_map import BridgeMap
     from avsearch.encoders.heads import ProjectionHead
     from avsearch.encoders.native import NativeSpace
     from avsearch.encoders.tower import Tower
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
 
 def describe_spaces(config: md.ModelConfig) -> dict[str, Any]:
     """A model's further spaces as ``avsearch models`` lists them (from its config alone):
-    ``{"native": {"audio": 256, ...} | {"off": why}, "bridge": {rule} | {"off": why}}``."""
+    ``{"native": {"audio": 256, ...} | {"off": why}, "bridge": {rule} | {"off": why}}``; a
+    bridge whose audio side a learned map corrects also says ``audio_map``."""
     from avsearch.encoders.bridge import FusionRule, bridge_off_reason
     from avsearch.encoders.native import declared_dims
 
@@ -52,6 +54,8 @@ def describe_spaces(config: md.ModelConfig) -> dict[str, Any]:
     if why is None and not rule.on:
         why = "its config.yaml says fusion: {bridge: off}"
     bridge = {"off": why} if why is not None else rule.to_config()
+    if why is None and config.bridge_map:  # the audio side corrected by a learned map
+        bridge["audio_map"] = {"alpha": config.bridge_map.get("alpha")}
     return {"native": native, "bridge": bridge}
 
 
@@ -238,18 +242,31 @@ class AVModel:
         from avsearch.encoders.bridge import BridgeSpace
 
         return BridgeSpace(
-            self.config.audio.backbone, self.config.visual.backbone, self._image_classifier
+            self.config.audio.backbone,
+            self.config.visual.backbone,
+            self._image_classifier,
+            audio_map=self.bridge_map,
         )
+
+    @cached_property
+    def bridge_map(self) -> BridgeMap | None:
+        """The learned correction of the bridge's audio side (``bridge_map.safetensors``);
+        None when the model has none."""
+        from avsearch.encoders.bridge_map import load_bridge_map
+
+        return load_bridge_map(self.directory, self.config.bridge_map)
 
     def _image_classifier(self) -> tuple[np.ndarray, np.ndarray]:
         """EfficientNet-Lite0's ``_fc`` (weight, bias), from the visual tower (loaded now if it
         is not yet: its weights file is checked as for encoding)."""
-        tower = self.backbones.visual
-        for part in getattr(tower, "parts", (tower,)):
-            fc = getattr(getattr(part, "net", None), "_fc", None)
-            if fc is not None:
-                return fc.weight.detach().cpu().numpy(), fc.bias.detach().cpu().numpy()
-        raise ModelError(f"{self.directory}: the visual tower has no EfficientNet-Lite0 classifier")
+        from avsearch.encoders.bridge import image_classifier
+
+        found = image_classifier(self.backbones.visual)
+        if found is None:
+            raise ModelError(
+                f"{self.directory}: the visual tower has no EfficientNet-Lite0 classifier"
+            )
+        return found
 
     def spaces_stamp(self) -> dict[str, dict[str, Any]]:
         """What an index records of the further spaces (nothing is loaded): per space, its
@@ -270,6 +287,8 @@ class AVModel:
         if why is None:
             vis = self.config.visual.backbone_sha256 or ""
             ident = f"{constants_id()}-{vis[:16]}"
+            if self.config.bridge_map:  # the map is the model's: its fingerprint names it
+                ident += f"-{self.fingerprint[:16]}"
             out["bridge"] = {
                 "audio": N_GROUPS,
                 "visual": N_GROUPS,

@@ -21,7 +21,9 @@ Two optional sections describe the model's further vector spaces: ``native:`` (p
 backbone parts, dimension and centring of its native space, whose statistics are in
 ``native.safetensors``; :mod:`avsearch.encoders.native`) and ``fusion:`` (how cross-modal
 search fuses the heads with the zero-shot bridge: ``{bridge: gated, low: 0.5, high: 0.7,
-weight: 4}`` or ``{bridge: off}``; :mod:`avsearch.encoders.bridge`).
+weight: 4}`` or ``{bridge: off}``; :mod:`avsearch.encoders.bridge`). A third, ``bridge_map:``,
+declares the learned correction of the bridge's audio side that ``avsearch train`` fits, whose
+values are in ``bridge_map.safetensors`` (:mod:`avsearch.encoders.bridge_map`).
 
 ``backbone`` is one registered name or a list of them (``aisfx+words`` is the same list written
 as one name). Registered composites keep older directories loading unchanged: ``aisfx-words``
@@ -111,6 +113,7 @@ class ModelConfig:
     format_version: int = FORMAT_VERSION
     native: dict[str, Any] = field(default_factory=dict)  # see avsearch.encoders.native
     fusion: dict[str, Any] = field(default_factory=dict)  # see avsearch.encoders.bridge
+    bridge_map: dict[str, Any] = field(default_factory=dict)  # see encoders.bridge_map
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -118,7 +121,8 @@ class ModelConfig:
             name = out[modality]["backbone"]
             if SEPARATOR in name:
                 out[modality]["backbone"] = name.split(SEPARATOR)
-        for key in ("native", "fusion"):  # (absent rather than empty: older files unchanged)
+        for key in ("native", "fusion", "bridge_map"):  # absent rather than empty: older
+            # files unchanged
             if not out[key]:
                 del out[key]
         for modality in ("audio", "visual"):  # head parts: a list, absent when all are read
@@ -155,6 +159,7 @@ class ModelConfig:
                 format_version=version,
                 native=_section(raw, "native"),
                 fusion=_section(raw, "fusion"),
+                bridge_map=_section(raw, "bridge_map"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: invalid model config ({exc!r})") from exc

@@ -44,6 +44,7 @@ AUDIO_BACKBONES = registered_backbones("audio")
 DEFAULT_AUDIO_BACKBONE = "aisfx"  # the default model's audio tower
 # views per item with --augment: view 0 as decoded + 2 augmented (what docs/benchmarks.md used)
 DEFAULT_VIEWS = 3
+DEFAULT_BRIDGE_MAP_ALPHA = 0.5  # (avsearch.encoders.bridge_map.DEFAULT_ALPHA)
 
 
 def flag(name: str) -> str:
@@ -139,6 +140,9 @@ class TrainConfig:
     # (avsearch.train.augment.DEFAULT_AUDIO_AUGMENT / DEFAULT_VISUAL_AUGMENT)
     augment: bool = False
     views: int = DEFAULT_VIEWS  # stored views per item with augment: view 0 + views-1 augmented
+    # media mode, an audio tower with soundnet: the ridge penalty of the learned correction of
+    # the bridge's audio side (avsearch.encoders.bridge_map); 0 = no map
+    bridge_map_alpha: float = DEFAULT_BRIDGE_MAP_ALPHA
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -291,6 +295,7 @@ def _validate(c: TrainConfig) -> None:
         _need(_is_num(value) and value > 0, name, "a positive number", value)
     non_negative = (
         "weight_decay",
+        "bridge_map_alpha",
         "margin",
         "w_lab",
         "w_cross",

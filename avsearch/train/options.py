@@ -22,7 +22,14 @@ from avsearch.train.config import OptionValueError, TrainConfig, for_method
 
 # options only the psd method reads; and options only media mode reads
 PSD_ONLY = ("no_soft", "no_distill", "no_dis", "no_progressive", "dis_mode", "teacher")
-MEDIA_ONLY = ("labels", "audio_backbone", "audio_head_parts", "augment", "views")
+MEDIA_ONLY = (
+    "labels",
+    "audio_backbone",
+    "audio_head_parts",
+    "augment",
+    "views",
+    "bridge_map_alpha",
+)
 # psd ablation switches: option -> the TrainConfig switch it turns off
 ABLATIONS = {
     "no_soft": "use_cross_soft",
@@ -43,6 +50,7 @@ DIRECT = (
     "views",
     "audio_backbone",
     "audio_head_parts",
+    "bridge_map_alpha",
     "sampler",
     "per_class",
 )
@@ -105,7 +113,20 @@ def plan_train(
         if exc.option in DIRECT or exc.option == "method":
             raise exc.named(name(exc.option)) from None
         raise
+    if "bridge_map_alpha" in given and not has_bridge(cfg.audio_backbone):
+        raise UsageError(
+            f"{name('bridge_map_alpha')} applies to an audio backbone with soundnet (the "
+            f"zero-shot bridge's audio side), not {cfg.audio_backbone}",
+            hint="--audio-backbone aisfx+soundnet",
+        )
     return TrainPlan(cfg, mode, train_command(paths, options, cfg, mode))
+
+
+def has_bridge(audio_backbone: str) -> bool:
+    """Whether a model with this audio tower (and the EfficientNet visual one) has a bridge."""
+    from avsearch.encoders.bridge import bridge_off_reason
+
+    return bridge_off_reason(audio_backbone, "efficientnet-lite0") is None
 
 
 def train_command(paths: list[str], options: Any, cfg: TrainConfig, mode: str) -> str:
@@ -130,6 +151,8 @@ def train_command(paths: list[str], options: Any, cfg: TrainConfig, mode: str) -
         parts += ["--audio-backbone", cfg.audio_backbone]
         if cfg.audio_head_parts:
             parts += ["--audio-head-parts", cfg.audio_head_parts]
+        if has_bridge(cfg.audio_backbone):
+            parts += ["--bridge-map-alpha", repr(float(cfg.bridge_map_alpha))]
         parts += ["--augment", "--views", str(cfg.views)] if cfg.augment else ["--no-augment"]
     parts += ["--out", str(options.out)]
     return shlex.join(parts)

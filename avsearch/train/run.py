@@ -13,7 +13,9 @@ Media mode also fits the model's native spaces on the training windows (every wi
 as decoded, before any augmentation; :mod:`avsearch.encoders.native`): ``native.safetensors``
 and the ``native:`` section of ``config.yaml``, which same-modality search ranks in. A model
 whose audio tower includes ``soundnet`` gets the default ``fusion:`` rule with the zero-shot
-bridge written out (:mod:`avsearch.encoders.bridge`).
+bridge written out (:mod:`avsearch.encoders.bridge`) and, unless ``--bridge-map-alpha 0``, a
+learned correction of the bridge's audio side fitted on the training pairs
+(:mod:`avsearch.encoders.bridge_map`: ``bridge_map.safetensors``, ``bridge_map:``).
 
 Either way the model's ``config.yaml`` records, under ``training``, the command that made it
 (``command``, when the caller gives it: the CLI does) and the data it read (``data.files``,
@@ -34,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from avsearch.encoders.backbones import Backbones
-from avsearch.encoders.bridge import FusionRule, bridge_off_reason
+from avsearch.encoders.bridge import BridgeSpace, FusionRule, bridge_off_reason, image_classifier
+from avsearch.encoders.bridge_map import BridgeMap, fit_bridge_map, pair_targets, write_bridge_map
 from avsearch.encoders.heads import HeadConfig
 from avsearch.encoders.model_dir import (
     ModelConfig,
@@ -199,6 +202,37 @@ def _augmentation_info(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+def fit_bridge_map_for(
+    cfg: TrainConfig,
+    backbones: Backbones,
+    pairs: BuiltPairs,
+    revealed: np.ndarray,
+    record: dict[str, Any],
+) -> BridgeMap | None:
+    """The learned correction of the bridge's audio side (:mod:`avsearch.encoders.bridge_map`)
+    from the training pairs (``revealed``: which keep their label); None when the model has no
+    bridge, ``bridge_map_alpha`` is 0, or no pair has both sides."""
+    visual = "efficientnet-lite0"
+    if not cfg.bridge_map_alpha or bridge_off_reason(cfg.audio_backbone, visual) is not None:
+        return None
+    if not len(pairs.labels):
+        return None
+
+    def classifier() -> tuple[np.ndarray, np.ndarray]:
+        found = image_classifier(backbones.visual)
+        if found is None:  # pragma: no cover - the registry's visual tower has one
+            raise UsageError("the visual tower has no EfficientNet-Lite0 classifier")
+        return found
+
+    space = BridgeSpace(cfg.audio_backbone, visual, classifier)
+    first = (slice(None), 0) if pairs.audio.ndim == 3 else (slice(None),)  # views: as decoded
+    audio = space.vectors("audio", pairs.audio[first])
+    pictures = space.vectors("visual", pairs.visual[first])
+    x, y, w = pair_targets(audio, pictures, pairs.labels.tolist(), revealed)
+    fitted_on = {"files": record["files"], "digest": record["digest"], "by": "avsearch train"}
+    return fit_bridge_map(x, y, w, alpha=cfg.bridge_map_alpha, fitted_on=fitted_on)
+
+
 def run_train_media(
     paths: list[Path],
     index_dir: Path,
@@ -242,6 +276,7 @@ def run_train_media(
             if not files:
                 raise UsageError("no media file decoded a second time for the views; see above")
     pairs = build_pairs(files, seed=cfg.seed)
+    full_pairs = pairs  # (every part of the towers' features: the bridge map reads soundnet's)
     if cfg.audio_head_parts:  # the head reads these parts of the tower's features alone
         cols = part_columns(cfg.audio_backbone, cfg.audio_head_parts.split("+"))
         pairs = replace(pairs, audio=np.ascontiguousarray(pairs.audio[..., cols]))
@@ -287,6 +322,9 @@ def run_train_media(
     )
     if native.towers:  # (fewer than two windows of a modality: no native space for it)
         result = replace(result, fingerprint=write_native(result.out_dir, native))
+    bridge_map = fit_bridge_map_for(cfg, backbones, full_pairs, mask, record)
+    if bridge_map is not None:
+        result = replace(result, fingerprint=write_bridge_map(result.out_dir, bridge_map))
     media = {
         "files": stats.files,
         "decoded": stats.decoded,

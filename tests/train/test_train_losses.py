@@ -77,7 +77,9 @@ def test_kl_known_value() -> None:
     # At τ = 2 the student is softmax(s / 2) and the KL is scaled by τ² = 4.
     q = torch.softmax(logits / 2, dim=-1)[0]
     expected = 4 * float((teacher[0] * (teacher[0] / q).log()).sum())
-    assert DistillationLoss(2.0)(logits, teacher).item() == pytest.approx(expected)
+    # (both sides in float32, computed differently: equal to float32 precision, not bit for bit;
+    # on some CPUs they differ by 1.2e-6 relative)
+    assert DistillationLoss(2.0)(logits, teacher).item() == pytest.approx(expected, rel=1e-5)
     assert DistillationLoss(1.0)(torch.log(teacher), teacher).item() == pytest.approx(0.0)
 
 
