@@ -247,6 +247,7 @@ class Bench:
     sampler: str | None = None  # `train --sampler` (None: the CLI's default)
     per_class: int | None = None  # `train --per-class`
     audio_head_parts: str | None = None  # `train --audio-head-parts`
+    bridge_map_alpha: float | None = None  # `train --bridge-map-alpha` (None: the CLI's)
 
     @property
     def cache(self) -> Path:
@@ -275,6 +276,8 @@ class Bench:
             args += ["--audio-backbone", self.audio_backbone]
         if self.audio_head_parts:
             args += ["--audio-head-parts", self.audio_head_parts]
+        if self.bridge_map_alpha is not None:
+            args += ["--bridge-map-alpha", repr(self.bridge_map_alpha)]
         if self.epochs:
             args += ["--epochs", str(self.epochs)]
         if self.sampler:
@@ -492,9 +495,28 @@ def markdown(result: dict[str, Any]) -> str:
         if heads_rows
         else ""
     )
+    base = result.get("baseline")
+    if base:
+        base_rows = [
+            f"{name} {_f(s['map'])} ({_x(s['ratio_map'])})"
+            for name, s in base["summary"].items()
+            if s.get("map") is not None
+        ]
+        heads_line += (
+            f"Baseline, `python bench/natural.py {base['command']}` (`{base['json']}`), mean MAP "
+            f"(× chance): {'; '.join(base_rows)}.\n"
+        )
+    alpha = args.get("bridge_map_alpha")
+    mapped = (
+        "; the bridge's audio side uncorrected (`--bridge-map-alpha 0`)"
+        if alpha == 0
+        else "; the bridge's audio side corrected by the map `train` learns from each model's "
+        "training pairs (`avsearch.encoders.bridge_map`, "
+        f"`--bridge-map-alpha {alpha if alpha is not None else 'default'}`)"
+    )
     fused = (
         " (ranked by the heads fused with the zero-shot bridge, as `eval` does for a model whose "
-        "audio tower includes soundnet)"
+        f"audio tower includes soundnet{mapped})"
         if "soundnet" in (args["audio_backbone"] or "")
         else ""
     )
@@ -581,6 +603,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.sampler,
         args.per_class,
         args.audio_head_parts,
+        args.bridge_map_alpha,
     )
     bench.prepare()
 
@@ -664,6 +687,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "sampler": args.sampler,
             "per_class": args.per_class,
             "audio_head_parts": args.audio_head_parts,
+            "bridge_map_alpha": args.bridge_map_alpha,
             "quick": args.quick,
             "chance_seeds": args.chance_seeds,
             "shipped": args.shipped,
@@ -705,6 +729,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--per-class", type=int, default=None, help="avsearch train --per-class M [the CLI's]"
     )
+    ap.add_argument(
+        "--bridge-map-alpha",
+        type=float,
+        default=None,
+        help="avsearch train --bridge-map-alpha (0: no learned bridge map) [the CLI's]",
+    )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a natural.json of another run whose mean ratios the docs section shows beside",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 concepts per fold")
     ap.add_argument("--out", type=Path, default=OUT / "natural")
     ap.add_argument(
@@ -721,7 +757,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     if args.render is not None:
-        text = markdown(json.loads(args.render.read_text(encoding="utf-8")))
+        saved = json.loads(args.render.read_text(encoding="utf-8"))
+        if args.baseline is not None:
+            saved["baseline"] = baseline_of(args.baseline)
+        text = markdown(saved)
         print(text if args.no_docs else f"wrote {write_section('natural', text)}")
         return
     if args.quick and args.epochs is None:
@@ -730,9 +769,26 @@ def main(argv: list[str] | None = None) -> None:
         result = run(args)
     except (CliError, ValueError) as exc:
         sys.exit(f"error: {exc}")
+    if args.baseline is not None:
+        result["baseline"] = baseline_of(args.baseline)
     name = "natural-quick.json" if args.quick else "natural.json"
     docs = not (args.quick or args.no_docs)
     publish(result, args.out.resolve() / name, "natural", markdown, docs)
+
+
+def baseline_of(path: Path) -> dict[str, Any]:
+    """What the docs section shows of another run (``--baseline``): its command, arguments and
+    per-setting mean MAP and ratio, fused and heads alone."""
+    other = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        "json": os.path.relpath(path.resolve(), REPO),
+        "command": other.get("command"),
+        "args": other.get("args", {}),
+        "summary": {
+            name: {k: s.get(k) for k in ("map", "ratio_map", "heads_only_map", "heads_only_ratio")}
+            for name, s in other.get("summary", {}).items()
+        },
+    }
 
 
 def publish(

@@ -169,3 +169,17 @@ def test_markdown_renders_every_setting_and_the_verdict() -> None:
     assert "| 0 | shipped, farm concepts left out | – |" in text  # fold 0 had only farm ones
     assert "(cat, cow, dog)" in text
     assert "natural pairs are 10%–10% of a" in text and "3 epochs run" in text
+    assert "Baseline" not in text
+    result["args"]["audio_backbone"] = "aisfx+soundnet"
+    result["baseline"] = {
+        "json": "bench/out/x/natural.json",
+        "command": "--bridge-map-alpha 0.0",
+        "args": {"bridge_map_alpha": 0.0},
+        "summary": {"leave-out": {"map": 0.5, "ratio_map": 1.5}},
+    }
+    text = natural.markdown(result)
+    assert "corrected by the map `train` learns" in text and "`--bridge-map-alpha default`" in text
+    assert "Baseline, `python bench/natural.py --bridge-map-alpha 0.0`" in text
+    assert "leave-out 0.500 (1.50×)" in text
+    result["args"]["bridge_map_alpha"] = 0.0
+    assert "audio side uncorrected" in natural.markdown(result)
