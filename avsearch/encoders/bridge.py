@@ -72,6 +72,12 @@ collections: ``w = 4`` brings natural/ to 1.9x chance but AV-Digits from 0.970 t
 :func:`gated_weight` sets ``w`` per query from the heads' own best cosine (``max_weight``
 when the heads do not recognise the query, 0 when they do): AV-Digits 0.961, natural/ 1.9x.
 
+**A model's learned correction.** A model trained by ``avsearch train`` on a tower with
+``soundnet`` also holds a residual map of the sound side in this 58-d space, fitted on its
+training pairs (:mod:`avsearch.encoders.bridge_map`; ``BridgeSpace(audio_map=...)``): it learns
+SoundNet's biases on the concepts it was trained on, in a space shared by every concept, so the
+correction carries over to concepts it never saw. Pictures keep their vectors.
+
 The constants (gallery means and standard deviations per modality, the transform) live in
 ``models/bridge/constants.json`` with how they were fitted; ``python bench/bridge.py --fit``
 rewrites them.
