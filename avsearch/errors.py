@@ -77,17 +77,40 @@ class NoIndexError(IndexStoreError):
 
 
 class ModelMismatchError(IndexStoreError):
+    """The index was built with another model, or with another version of a model of the same
+    name (a retrained or upgraded ``default``: ``fingerprints`` = (the index's, the model's))."""
+
     exit_code = 3
 
-    def __init__(self, index_dir: Path, index_model: str, wanted_model: str) -> None:
-        super().__init__(
-            f"the index at {index_dir} was built with model {index_model!r}, "
-            f"not with {wanted_model!r}",
-            hint=(
-                f"query with `--model {index_model}`, or rebuild the index with "
-                f"`avsearch embed PATH --model {wanted_model} --rebuild`"
-            ),
-        )
+    def __init__(
+        self,
+        index_dir: Path,
+        index_model: str,
+        wanted_model: str,
+        *,
+        ref: str | None = None,
+        fingerprints: tuple[str, str] | None = None,
+    ) -> None:
+        ref = ref or wanted_model  # how the user names the model (a name or a directory)
+        rebuild = f"`avsearch embed PATH --model {ref} --rebuild`"
+        if index_model == wanted_model and fingerprints is not None:
+            built, now = (f[:12] for f in fingerprints)
+            message = (
+                f"the index at {index_dir} was built with another version of model "
+                f"{index_model!r} (fingerprint {built}…; the model is now {now}…), whose vectors "
+                "do not compare with its vectors now"
+            )
+            hint = (
+                f"re-encode the index: {rebuild} over its folders (the backbone features in its "
+                "feature cache are reused, so no file is decoded again)"
+            )
+        else:
+            message = (
+                f"the index at {index_dir} was built with model {index_model!r}, "
+                f"not with {wanted_model!r}"
+            )
+            hint = f"query with `--model {index_model}`, or rebuild the index with {rebuild}"
+        super().__init__(message, hint=hint)
         self.index_model = index_model
         self.wanted_model = wanted_model
 

@@ -152,7 +152,13 @@ def load_index_model(store: IndexStore, wanted: str | None) -> AVModel:
     ref = wanted or store.manifest.get_meta("model_ref") or stamp.name
     model = AVModel.load(ref)
     if model.fingerprint != stamp.fingerprint:
-        raise ModelMismatchError(store.root, stamp.name, f"{model.name} ({model.directory})")
+        raise ModelMismatchError(
+            store.root,
+            stamp.name,
+            model.name,
+            ref=ref,
+            fingerprints=(stamp.fingerprint, model.fingerprint),
+        )
     return model
 
 

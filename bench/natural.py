@@ -66,6 +66,7 @@ from retrieval import chance_level
 from avsearch.evaluate import average_precision, rank_gallery
 from avsearch.evaluate_index import LabelledEmbeddings
 from avsearch.store.index import IndexStore
+from avsearch.train.config import DEFAULT_BRIDGE_MAP_ALPHA
 
 MODALITY = {"audio": "audio", "image": "visual"}  # index.csv's modality → the index's
 TARGET = 2.5  # MAP / chance on held-out concepts that the issue asks for
@@ -502,9 +503,10 @@ def markdown(result: dict[str, Any]) -> str:
             for name, s in base["summary"].items()
             if s.get("map") is not None
         ]
+        off = " (the bridge map off)" if base["args"].get("bridge_map_alpha") == 0 else ""
         heads_line += (
-            f"Baseline, `python bench/natural.py {base['command']}` (`{base['json']}`), mean MAP "
-            f"(× chance): {'; '.join(base_rows)}.\n"
+            f"Baseline{off}, `python bench/natural.py {base['command']}` (`{base['json']}`), mean "
+            f"MAP (× chance): {'; '.join(base_rows)}.\n"
         )
     alpha = args.get("bridge_map_alpha")
     mapped = (
@@ -512,7 +514,7 @@ def markdown(result: dict[str, Any]) -> str:
         if alpha == 0
         else "; the bridge's audio side corrected by the map `train` learns from each model's "
         "training pairs (`avsearch.encoders.bridge_map`, "
-        f"`--bridge-map-alpha {alpha if alpha is not None else 'default'}`)"
+        f"`--bridge-map-alpha {alpha if alpha is not None else DEFAULT_BRIDGE_MAP_ALPHA}`)"
     )
     fused = (
         " (ranked by the heads fused with the zero-shot bridge, as `eval` does for a model whose "

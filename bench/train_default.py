@@ -67,12 +67,15 @@ from _common import (
 )
 from avdigits import DEFAULT_OUT as AVDIGITS
 
+from avsearch.encoders.registry import backbone_name
+
 FARM_ALIASES = {"chickens": "chicken"}
 SECTION = "default_loso"
 MODELS = ("default", "speech")
 SEED_CACHES = {  # where the training files' backbone features already are, per audio tower
     "aisfx": OUT / "natural-aisfx" / "cache",
     "aisfx-words": OUT / "natural" / "cache",
+    "aisfx+soundnet": OUT / "natural-as" / "cache",
 }
 TARGETS = {"default": ("avdigits_test_map", 0.95), "speech": ("loso_map_mean", 0.90)}
 
@@ -475,7 +478,7 @@ def main() -> None:
     shipped = snapshot(model_dir, work / "shipped")
     command = recorded_command(shipped)
     config = yaml.safe_load((shipped / "config.yaml").read_text(encoding="utf-8"))
-    backbone = config["audio"]["backbone"]
+    backbone = backbone_name(config["audio"]["backbone"])  # (a composite is a YAML list)
     (work / "train.log").unlink(missing_ok=True)
     seed_cache(work / "index", args.cache or SEED_CACHES.get(backbone))
     if args.quick:

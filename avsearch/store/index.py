@@ -185,7 +185,12 @@ class IndexStore:
                     manifest.set_meta("model_ref", model.ref or model.name)
                     manifest.set_meta(SPACES_META, json.dumps(dict(model.spaces), sort_keys=True))
             elif stamp.fingerprint != model.fingerprint:
-                raise ModelMismatchError(root, stamp.name, model.name)
+                raise ModelMismatchError(
+                    root,
+                    stamp.name,
+                    model.name,
+                    fingerprints=(stamp.fingerprint, model.fingerprint),
+                )
             else:
                 store._record_spaces(model.spaces)
             if not manifest.get_meta("index_id"):

@@ -178,8 +178,8 @@ def test_markdown_renders_every_setting_and_the_verdict() -> None:
         "summary": {"leave-out": {"map": 0.5, "ratio_map": 1.5}},
     }
     text = natural.markdown(result)
-    assert "corrected by the map `train` learns" in text and "`--bridge-map-alpha default`" in text
-    assert "Baseline, `python bench/natural.py --bridge-map-alpha 0.0`" in text
+    assert "corrected by the map `train` learns" in text and "`--bridge-map-alpha 0.5`" in text
+    assert "Baseline (the bridge map off), `python bench/natural.py --bridge-map-alpha 0.0`" in text
     assert "leave-out 0.500 (1.50×)" in text
     result["args"]["bridge_map_alpha"] = 0.0
     assert "audio side uncorrected" in natural.markdown(result)

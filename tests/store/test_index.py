@@ -69,3 +69,15 @@ def test_an_index_path_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
         assert info.value.exit_code == 2
         assert str(root) in info.value.message and "--index" in (info.value.hint or "")
     assert target.read_text() == "not an index"  # left alone
+
+
+def test_another_version_of_the_same_model_says_so_and_how_to_re_encode(tmp_path: Path) -> None:
+    IndexStore.create_or_open(tmp_path, STAMP).close()
+    retrained = ModelStamp(STAMP.name, "a" * 64, STAMP.dim)
+    with pytest.raises(ModelMismatchError) as info:
+        IndexStore.create_or_open(tmp_path, retrained)
+    text = f"{info.value} {info.value.hint}"
+    assert f"another version of model {STAMP.name!r}" in text
+    assert f"fingerprint {STAMP.fingerprint[:12]}…" in text and "aaaaaaaaaaaa…" in text
+    assert f"--model {STAMP.name} --rebuild" in text and "feature cache" in text
+    assert "query with" not in text  # (the same name: naming it again would not help)
