@@ -618,6 +618,14 @@ def train_cmd(
             "(larger = closer to the bridge as it is); 0 = no correction [0.5].",
         ),
     ] = None,
+    bridge_memory_k: Annotated[
+        int | None,
+        typer.Option(
+            help="With the bridge map: each sound's bridge vector also leans towards the "
+            "pictures of its K nearest training sounds (general-sound features); 0 = no such "
+            "memory [5].",
+        ),
+    ] = None,
 ) -> None:
     """Train projection heads on frozen backbones: progressive self-distillation (psd),
     triplet, supervised, or cross-modal InfoNCE (infonce, the default model's recipe)."""
@@ -648,6 +656,7 @@ def train_cmd(
         "audio_backbone": audio_backbone,
         "audio_head_parts": audio_head_parts,
         "bridge_map_alpha": bridge_map_alpha,
+        "bridge_memory_k": bridge_memory_k,
     }
     try:
         file_values = cfgmod.section(st.file_config, "train")

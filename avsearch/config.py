@@ -91,6 +91,7 @@ class TrainOptions:
     audio_backbone: str | None = None  # media mode
     audio_head_parts: str | None = None  # media mode: parts of a composite the head reads
     bridge_map_alpha: float | None = None  # media mode, soundnet in the audio tower; 0 = none
+    bridge_memory_k: int | None = None  # with the bridge map; 0 = no memory
     sampler: str | None = None  # random | balanced (avsearch.train.sampler)
     per_class: int | None = None  # with sampler balanced
 

@@ -66,7 +66,7 @@ from retrieval import chance_level
 from avsearch.evaluate import average_precision, rank_gallery
 from avsearch.evaluate_index import LabelledEmbeddings
 from avsearch.store.index import IndexStore
-from avsearch.train.config import DEFAULT_BRIDGE_MAP_ALPHA
+from avsearch.train.config import DEFAULT_BRIDGE_MAP_ALPHA, DEFAULT_BRIDGE_MEMORY_K
 
 MODALITY = {"audio": "audio", "image": "visual"}  # index.csv's modality → the index's
 TARGET = 2.5  # MAP / chance on held-out concepts that the issue asks for
@@ -249,6 +249,7 @@ class Bench:
     per_class: int | None = None  # `train --per-class`
     audio_head_parts: str | None = None  # `train --audio-head-parts`
     bridge_map_alpha: float | None = None  # `train --bridge-map-alpha` (None: the CLI's)
+    bridge_memory_k: int | None = None  # `train --bridge-memory-k` (None: the CLI's)
 
     @property
     def cache(self) -> Path:
@@ -279,6 +280,8 @@ class Bench:
             args += ["--audio-head-parts", self.audio_head_parts]
         if self.bridge_map_alpha is not None:
             args += ["--bridge-map-alpha", repr(self.bridge_map_alpha)]
+        if self.bridge_memory_k is not None:
+            args += ["--bridge-memory-k", str(self.bridge_memory_k)]
         if self.epochs:
             args += ["--epochs", str(self.epochs)]
         if self.sampler:
@@ -496,14 +499,20 @@ def markdown(result: dict[str, Any]) -> str:
         if heads_rows
         else ""
     )
-    base = result.get("baseline")
-    if base:
+    for base in result.get("baselines") or []:
         base_rows = [
             f"{name} {_f(s['map'])} ({_x(s['ratio_map'])})"
             for name, s in base["summary"].items()
             if s.get("map") is not None
         ]
-        off = " (the bridge map off)" if base["args"].get("bridge_map_alpha") == 0 else ""
+        b_args = base["args"]
+        off = (
+            " (the bridge map off)"
+            if b_args.get("bridge_map_alpha") == 0
+            else " (the map without the memory of training sounds)"
+            if b_args.get("bridge_memory_k") == 0
+            else ""
+        )
         heads_line += (
             f"Baseline{off}, `python bench/natural.py {base['command']}` (`{base['json']}`), mean "
             f"MAP (× chance): {'; '.join(base_rows)}.\n"
@@ -514,7 +523,13 @@ def markdown(result: dict[str, Any]) -> str:
         if alpha == 0
         else "; the bridge's audio side corrected by the map `train` learns from each model's "
         "training pairs (`avsearch.encoders.bridge_map`, "
-        f"`--bridge-map-alpha {alpha if alpha is not None else DEFAULT_BRIDGE_MAP_ALPHA}`)"
+        f"`--bridge-map-alpha {alpha if alpha is not None else DEFAULT_BRIDGE_MAP_ALPHA}`"
+        + (
+            "; no memory of training sounds, `--bridge-memory-k 0`)"
+            if args.get("bridge_memory_k") == 0
+            else ", and each sound leaning towards the pictures of its "
+            f"{args.get('bridge_memory_k') or DEFAULT_BRIDGE_MEMORY_K} nearest training sounds)"
+        )
     )
     fused = (
         " (ranked by the heads fused with the zero-shot bridge, as `eval` does for a model whose "
@@ -606,6 +621,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.per_class,
         args.audio_head_parts,
         args.bridge_map_alpha,
+        args.bridge_memory_k,
     )
     bench.prepare()
 
@@ -690,6 +706,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "per_class": args.per_class,
             "audio_head_parts": args.audio_head_parts,
             "bridge_map_alpha": args.bridge_map_alpha,
+            "bridge_memory_k": args.bridge_memory_k,
             "quick": args.quick,
             "chance_seeds": args.chance_seeds,
             "shipped": args.shipped,
@@ -738,10 +755,18 @@ def main(argv: list[str] | None = None) -> None:
         help="avsearch train --bridge-map-alpha (0: no learned bridge map) [the CLI's]",
     )
     ap.add_argument(
+        "--bridge-memory-k",
+        type=int,
+        default=None,
+        help="avsearch train --bridge-memory-k (0: no memory of training sounds) [the CLI's]",
+    )
+    ap.add_argument(
         "--baseline",
         type=Path,
+        action="append",
         default=None,
-        help="a natural.json of another run whose mean ratios the docs section shows beside",
+        help="a natural.json of another run whose mean ratios the docs section shows beside "
+        "(repeatable)",
     )
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 concepts per fold")
     ap.add_argument("--out", type=Path, default=OUT / "natural")
@@ -760,8 +785,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.render is not None:
         saved = json.loads(args.render.read_text(encoding="utf-8"))
-        if args.baseline is not None:
-            saved["baseline"] = baseline_of(args.baseline)
+        if args.baseline:
+            saved["baselines"] = [baseline_of(p) for p in args.baseline]
         text = markdown(saved)
         print(text if args.no_docs else f"wrote {write_section('natural', text)}")
         return
@@ -771,8 +796,8 @@ def main(argv: list[str] | None = None) -> None:
         result = run(args)
     except (CliError, ValueError) as exc:
         sys.exit(f"error: {exc}")
-    if args.baseline is not None:
-        result["baseline"] = baseline_of(args.baseline)
+    if args.baseline:
+        result["baselines"] = [baseline_of(p) for p in args.baseline]
     name = "natural-quick.json" if args.quick else "natural.json"
     docs = not (args.quick or args.no_docs)
     publish(result, args.out.resolve() / name, "natural", markdown, docs)

@@ -427,27 +427,43 @@ def test_a_bridged_model_learns_its_bridge_map_from_the_pairs(
                              "--out", str(out))  # fmt: skip
     assert code == 0, err
     assert (
-        "--audio-head-parts aisfx --bridge-map-alpha 0.5 --no-augment"
+        "--audio-head-parts aisfx --bridge-map-alpha 0.5 --bridge-memory-k 5 --no-augment"
         in (_training(out)["command"])
     )
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["bridge_map"]["alpha"] == 0.5 and config["bridge_map"]["dim"] == 58
     assert config["bridge_map"]["fitted_on"]["pairs"] == summary["media"]["label_pairs"]
+    n_windows = summary["media"]["label_pairs"]  # (9 pictures, more sound windows: one each)
+    want = {"parts": ["aisfx"], "windows": n_windows, "k": 5, "beta": 0.5}
+    assert config["bridge_map"]["memory"] == want
 
-    model = AVModel.load(out)
-    assert model.bridge is not None and model.bridge.audio_map is not None
-    code, _, err = cli("train", str(farm), "--labels", str(labels), "--audio-backbone",
-                       "aisfx+soundnet", "--bridge-map-alpha", "0", "--epochs", "1",
-                       "--out", str(tmp_path / "plain"))  # fmt: skip
-    assert code == 0, err
+    for name, extra in (
+        ("map-only", ["--bridge-memory-k", "0"]),
+        ("plain", ["--bridge-map-alpha", "0"]),
+    ):
+        code, _, err = cli("train", str(farm), "--labels", str(labels), "--audio-backbone",
+                           "aisfx+soundnet", "--audio-head-parts", "aisfx", *extra, "--epochs",
+                           "1", "--out", str(tmp_path / name))  # fmt: skip
+        assert code == 0, err
+    assert (
+        "memory"
+        not in yaml.safe_load((tmp_path / "map-only" / "config.yaml").read_text())["bridge_map"]
+    )
     assert "bridge_map" not in yaml.safe_load((tmp_path / "plain" / "config.yaml").read_text())
+    model = AVModel.load(tmp_path / "map-only")
+    assert model.bridge is not None and model.bridge.audio_map is not None
     vecs = {}
-    for name, ref in (("mapped", out), ("plain", tmp_path / "plain")):
+    for name, ref in (
+        ("full", out),
+        ("mapped", tmp_path / "map-only"),
+        ("plain", tmp_path / "plain"),
+    ):
         index = tmp_path / f"index-{name}"
         code, _, err = cli("--index", str(index), "embed", str(farm), "--model", str(ref))
         assert code == 0, err
         vecs[name] = _bridge_vectors(index)
     (a_map, v_map), (a_plain, v_plain) = vecs["mapped"], vecs["plain"]
+    a_full = vecs["full"][0]
     assert a_map.keys() == a_plain.keys() and v_map.keys() == v_plain.keys()
     for key, v in v_plain.items():  # pictures keep their vectors
         np.testing.assert_allclose(v_map[key], v, atol=1e-6)
@@ -460,10 +476,15 @@ def test_a_bridged_model_learns_its_bridge_map_from_the_pairs(
     own = np.stack([pictures[Path(p).stem.rstrip("s")] for p, _ in keys])
     before = np.sum(plain * own, axis=1).mean()
     after = np.sum(mapped * own, axis=1).mean()
-    assert after > before, (before, after)
+    full = np.sum(np.stack([a_full[k] for k in keys]) * own, axis=1).mean()
+    assert full > after > before, (before, after, full)  # the memory: its own sounds' pictures
     code, _, err = cli("train", str(farm), "--labels", str(labels), "--audio-backbone", "aisfx",
                        "--bridge-map-alpha", "1", "--out", str(tmp_path / "x"))  # fmt: skip
     assert code == 2 and "soundnet" in err, err
+    code, _, err = cli("train", str(farm), "--labels", str(labels), "--audio-backbone",
+                       "aisfx+soundnet", "--bridge-map-alpha", "0", "--bridge-memory-k", "3",
+                       "--out", str(tmp_path / "x"))  # fmt: skip
+    assert code == 2 and "bridge-map-alpha" in err, err
 
 
 def _bridge_vectors(index: Path) -> tuple[dict, dict]:

@@ -665,6 +665,11 @@ class BridgeSpace:
         self._classifier = classifier
         self.constants = constants if constants is not None else load_constants()
         self.audio_map = audio_map
+        self.memory_columns: np.ndarray | None = None
+        if audio_map is not None and audio_map.memory is not None:
+            from avsearch.encoders.native import part_columns
+
+            self.memory_columns = part_columns(audio_backbone, audio_map.memory.parts)
 
     @cached_property
     def fc(self) -> tuple[np.ndarray, np.ndarray]:
@@ -688,7 +693,10 @@ class BridgeSpace:
         probs = self.object_probs(modality, features)
         vectors = self.constants.vectors(group_probabilities(probs), modality)
         if modality == "audio" and self.audio_map is not None:
-            return self.audio_map.apply(vectors)
+            parts = None
+            if self.memory_columns is not None:
+                parts = np.asarray(features)[:, self.memory_columns]
+            return self.audio_map.apply(vectors, parts)
         return vectors
 
 

@@ -19,13 +19,25 @@ each label weighing as much as any other (a minute of music as much as a bark), 
 penalty ``alpha * |W|^2`` keeping it near the identity, i.e. near the zero-shot bridge. Pictures
 keep their bridge vectors. With no training pair whose picture has a bridge vector, no map.
 
-Measured (``bench/natural.py``, leave concepts out: the map learned on the training concepts,
-scored on the held-out ones): ``docs/benchmarks.md``, "Natural sounds, leave concepts out".
+**Memory of the training sounds** (:class:`BridgeMemory`). The map corrects what SoundNet
+heard; the training sounds also say what a sound *like this one* looked like. The memory keeps,
+per training sound window, its general-sound features (the tower's ``aisfx`` part, centred on
+the training windows and L2-normalised) and its pair's target. A sound's vector then becomes::
+
+    normalise(mapped(b) + beta * normalise(mean of the targets of its k nearest training windows))
+
+(cosine of the centred features; ``k = 5``, ``beta = 0.5``). A clarinet finds flutes and oboes
+among the training sounds, whose pictures sit in the same ImageNet groups as a clarinet's.
+
+Measured (``bench/natural.py``, leave concepts out: map and memory learned on the training
+concepts, scored on the held-out ones): ``docs/benchmarks.md``, "Natural sounds, leave
+concepts out".
 
 Stored in the model directory: ``bridge_map.safetensors`` (``mean [58]``, ``weight [58,
-58]``) and the ``bridge_map:`` section of ``config.yaml`` (``alpha``, what it was fitted on);
-the directory's fingerprint covers both, so an index re-makes its bridge vectors when the map
-changes.
+58]``; with a memory ``memory.centre [D]``, ``memory.keys [N, D]`` (float16),
+``memory.targets [N, 58]``) and the ``bridge_map:`` section of ``config.yaml`` (``alpha``,
+what it was fitted on, ``memory: {parts, windows, k, beta}``); the directory's fingerprint
+covers both, so an index re-makes its bridge vectors when the map changes.
 """
 
 from __future__ import annotations
@@ -41,8 +53,12 @@ from avsearch.errors import ModelError
 
 __all__ = [
     "DEFAULT_ALPHA",
+    "DEFAULT_BETA",
+    "DEFAULT_K",
     "MAP_FILE",
     "BridgeMap",
+    "BridgeMemory",
+    "build_memory",
     "fit_bridge_map",
     "load_bridge_map",
     "pair_targets",
@@ -51,12 +67,73 @@ __all__ = [
 
 MAP_FILE = "bridge_map.safetensors"
 DEFAULT_ALPHA = 0.5  # in units of one label's weight (the penalty against a label's pull)
+DEFAULT_K = 5  # neighbours in the memory of training sounds
+DEFAULT_BETA = 0.5  # weight of their pictures' direction beside the mapped bridge vector
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     n = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.where(n > 0, n, 1.0)
+
+
+@dataclass(frozen=True)
+class BridgeMemory:
+    """Training sound windows (centred, unit ``keys`` of the tower ``parts``) and their pairs'
+    ``targets`` (unit bridge vectors); ``k`` neighbours weigh ``beta`` (module docstring)."""
+
+    parts: tuple[str, ...]
+    centre: np.ndarray  # [D]
+    keys: np.ndarray  # [N, D]
+    targets: np.ndarray  # [N, G]
+    k: int = DEFAULT_K
+    beta: float = DEFAULT_BETA
+
+    def __post_init__(self) -> None:
+        n, d = self.keys.shape if self.keys.ndim == 2 else (-1, -1)
+        if n < 1 or self.centre.shape != (d,) or self.targets.ndim != 2 or len(self.targets) != n:
+            raise ModelError(
+                f"bridge memory of shapes {self.centre.shape} / {self.keys.shape} / "
+                f"{self.targets.shape}"
+            )
+        if self.k < 1 or self.beta < 0:
+            raise ModelError(f"bridge memory with k={self.k}, beta={self.beta}")
+        for x in (self.centre, self.keys, self.targets):
+            if not np.isfinite(x).all():
+                raise ModelError("bridge memory holds non-finite values")
+
+    def direction(self, features: np.ndarray) -> np.ndarray:
+        """Part features ``[B, D]`` -> unit mean target of each row's ``k`` nearest keys."""
+        q = _normalise(np.asarray(features, dtype=np.float64) - self.centre)
+        sims = q @ np.asarray(self.keys, dtype=np.float64).T
+        k = min(self.k, sims.shape[1])
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        return _normalise(np.asarray(self.targets, dtype=np.float64)[nearest].mean(axis=1))
+
+    def config(self) -> dict[str, Any]:
+        n = len(self.keys)
+        return {"parts": list(self.parts), "windows": n, "k": self.k, "beta": self.beta}
+
+
+def build_memory(
+    features: np.ndarray,
+    targets: np.ndarray,
+    parts: Sequence[str],
+    *,
+    k: int = DEFAULT_K,
+    beta: float = DEFAULT_BETA,
+) -> BridgeMemory | None:
+    """The memory of training windows (``features``: their ``parts`` columns, one row per
+    window; ``targets``: their unit target bridge vectors); None with no finite row."""
+    x = np.asarray(features, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+    keep = np.isfinite(x).all(axis=1) & np.isfinite(t).all(axis=1)
+    x, t = x[keep], t[keep]
+    if not len(x):
+        return None
+    centre = x.mean(axis=0)
+    keys = _normalise(x - centre).astype(np.float16).astype(np.float64)  # (as stored)
+    return BridgeMemory(tuple(parts), centre, keys, _normalise(t), k, beta)
 
 
 @dataclass(frozen=True)
@@ -67,6 +144,7 @@ class BridgeMap:
     weight: np.ndarray  # [G, G]
     alpha: float = DEFAULT_ALPHA
     fitted_on: dict[str, Any] = field(default_factory=dict)
+    memory: BridgeMemory | None = None
 
     def __post_init__(self) -> None:
         g = self.mean.shape
@@ -79,22 +157,37 @@ class BridgeMap:
     def dim(self) -> int:
         return int(self.mean.shape[0])
 
-    def apply(self, vectors: np.ndarray) -> np.ndarray:
-        """Unit audio bridge vectors ``[B, G]`` -> mapped unit vectors ``float32 [B, G]``."""
+    def apply(self, vectors: np.ndarray, parts: np.ndarray | None = None) -> np.ndarray:
+        """Unit audio bridge vectors ``[B, G]`` -> mapped unit vectors ``float32 [B, G]``;
+        ``parts``: the same windows' features of the memory's parts ``[B, D]`` (needed when
+        the map has a memory)."""
         b = np.asarray(vectors, dtype=np.float64)
         if b.ndim != 2 or b.shape[1] != self.dim:
             raise ValueError(f"expected [B, {self.dim}] bridge vectors, got {b.shape}")
-        return _normalise(b + (b - self.mean) @ self.weight).astype(np.float32)
+        mapped = _normalise(b + (b - self.mean) @ self.weight)
+        if self.memory is not None:
+            if parts is None or len(parts) != len(b):
+                raise ValueError("a bridge map with a memory needs the windows' part features")
+            mapped = _normalise(mapped + self.memory.beta * self.memory.direction(parts))
+        return mapped.astype(np.float32)
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {
+        out = {
             "mean": self.mean.astype(np.float32),
             "weight": self.weight.astype(np.float32),
         }
+        if self.memory is not None:
+            out["memory.centre"] = self.memory.centre.astype(np.float32)
+            out["memory.keys"] = self.memory.keys.astype(np.float16)
+            out["memory.targets"] = self.memory.targets.astype(np.float32)
+        return out
 
     def config(self) -> dict[str, Any]:
         """The ``bridge_map:`` section of ``config.yaml``."""
-        return {"dim": self.dim, "alpha": self.alpha, "fitted_on": dict(self.fitted_on)}
+        out = {"dim": self.dim, "alpha": self.alpha, "fitted_on": dict(self.fitted_on)}
+        if self.memory is not None:
+            out["memory"] = self.memory.config()
+        return out
 
 
 def pair_targets(
@@ -138,8 +231,10 @@ def fit_bridge_map(
     *,
     alpha: float = DEFAULT_ALPHA,
     fitted_on: Mapping[str, Any] | None = None,
+    memory: BridgeMemory | None = None,
 ) -> BridgeMap | None:
-    """Weighted ridge fit of the residual map (module docstring); None with no weight."""
+    """Weighted ridge fit of the residual map (module docstring), with ``memory`` beside it;
+    None with no weight."""
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, not {alpha}")
     x = np.asarray(inputs, dtype=np.float64)
@@ -155,7 +250,7 @@ def fit_bridge_map(
     gram = xw.T @ xc + alpha * np.eye(x.shape[1])
     weight = np.linalg.solve(gram, xw.T @ (y - x))
     info = {"pairs": len(x), **dict(fitted_on or {})}
-    return BridgeMap(mean, weight, float(alpha), info)
+    return BridgeMap(mean, weight, float(alpha), info, memory)
 
 
 def write_bridge_map(model_dir: Path, bridge_map: BridgeMap) -> str:
@@ -193,11 +288,24 @@ def load_bridge_map(model_dir: Path, section: Mapping[str, Any]) -> BridgeMap | 
         weight = tensors["weight"].astype(np.float64)
         dim = int(section["dim"])
         alpha = float(section.get("alpha", DEFAULT_ALPHA))
+        memory = None
+        decl = section.get("memory")
+        if decl:
+            memory = BridgeMemory(
+                tuple(str(p) for p in decl["parts"]),
+                tensors["memory.centre"].astype(np.float64),
+                tensors["memory.keys"].astype(np.float64),
+                tensors["memory.targets"].astype(np.float64),
+                int(decl.get("k", DEFAULT_K)),
+                float(decl.get("beta", DEFAULT_BETA)),
+            )
+            if len(memory.keys) != int(decl.get("windows", len(memory.keys))):
+                raise ModelError(f"{path}: bridge memory holds another number of windows")
     except ModelError:
         raise
     except Exception as exc:  # safetensors raises several types for a damaged file
         raise ModelError(f"{path}: cannot read the bridge map: {exc}") from exc
-    found = BridgeMap(mean, weight, alpha, dict(section.get("fitted_on") or {}))
+    found = BridgeMap(mean, weight, alpha, dict(section.get("fitted_on") or {}), memory)
     if found.dim != dim:
         raise ModelError(f"{path}: bridge map is {found.dim}-d, config.yaml says {dim}")
     return found

@@ -45,6 +45,7 @@ DEFAULT_AUDIO_BACKBONE = "aisfx"  # the default model's audio tower
 # views per item with --augment: view 0 as decoded + 2 augmented (what docs/benchmarks.md used)
 DEFAULT_VIEWS = 3
 DEFAULT_BRIDGE_MAP_ALPHA = 0.5  # (avsearch.encoders.bridge_map.DEFAULT_ALPHA)
+DEFAULT_BRIDGE_MEMORY_K = 5  # (avsearch.encoders.bridge_map.DEFAULT_K)
 
 
 def flag(name: str) -> str:
@@ -143,6 +144,9 @@ class TrainConfig:
     # media mode, an audio tower with soundnet: the ridge penalty of the learned correction of
     # the bridge's audio side (avsearch.encoders.bridge_map); 0 = no map
     bridge_map_alpha: float = DEFAULT_BRIDGE_MAP_ALPHA
+    # with the map: neighbours in its memory of training sounds (bridge_map.BridgeMemory); 0 = no
+    # memory
+    bridge_memory_k: int = DEFAULT_BRIDGE_MEMORY_K
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -285,6 +289,7 @@ def _validate(c: TrainConfig) -> None:
         "patience": 0,
         "views": 1,
         "per_class": 1,
+        "bridge_memory_k": 0,
     }
     for name, low in ints_min.items():
         value = getattr(c, name)

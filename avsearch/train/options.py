@@ -29,6 +29,7 @@ MEDIA_ONLY = (
     "augment",
     "views",
     "bridge_map_alpha",
+    "bridge_memory_k",
 )
 # psd ablation switches: option -> the TrainConfig switch it turns off
 ABLATIONS = {
@@ -51,6 +52,7 @@ DIRECT = (
     "audio_backbone",
     "audio_head_parts",
     "bridge_map_alpha",
+    "bridge_memory_k",
     "sampler",
     "per_class",
 )
@@ -113,11 +115,17 @@ def plan_train(
         if exc.option in DIRECT or exc.option == "method":
             raise exc.named(name(exc.option)) from None
         raise
-    if "bridge_map_alpha" in given and not has_bridge(cfg.audio_backbone):
+    for key in ("bridge_map_alpha", "bridge_memory_k"):
+        if key in given and not has_bridge(cfg.audio_backbone):
+            raise UsageError(
+                f"{name(key)} applies to an audio backbone with soundnet (the zero-shot "
+                f"bridge's audio side), not {cfg.audio_backbone}",
+                hint="--audio-backbone aisfx+soundnet",
+            )
+    if "bridge_memory_k" in given and not cfg.bridge_map_alpha and cfg.bridge_memory_k:
         raise UsageError(
-            f"{name('bridge_map_alpha')} applies to an audio backbone with soundnet (the "
-            f"zero-shot bridge's audio side), not {cfg.audio_backbone}",
-            hint="--audio-backbone aisfx+soundnet",
+            f"{name('bridge_memory_k')} applies with the bridge map, which "
+            f"{name('bridge_map_alpha')} 0 switches off"
         )
     return TrainPlan(cfg, mode, train_command(paths, options, cfg, mode))
 
@@ -153,6 +161,8 @@ def train_command(paths: list[str], options: Any, cfg: TrainConfig, mode: str) -
             parts += ["--audio-head-parts", cfg.audio_head_parts]
         if has_bridge(cfg.audio_backbone):
             parts += ["--bridge-map-alpha", repr(float(cfg.bridge_map_alpha))]
+            if cfg.bridge_map_alpha:
+                parts += ["--bridge-memory-k", str(cfg.bridge_memory_k)]
         parts += ["--augment", "--views", str(cfg.views)] if cfg.augment else ["--no-augment"]
     parts += ["--out", str(options.out)]
     return shlex.join(parts)

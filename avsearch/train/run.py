@@ -37,7 +37,13 @@ import numpy as np
 
 from avsearch.encoders.backbones import Backbones
 from avsearch.encoders.bridge import BridgeSpace, FusionRule, bridge_off_reason, image_classifier
-from avsearch.encoders.bridge_map import BridgeMap, fit_bridge_map, pair_targets, write_bridge_map
+from avsearch.encoders.bridge_map import (
+    BridgeMap,
+    build_memory,
+    fit_bridge_map,
+    pair_targets,
+    write_bridge_map,
+)
 from avsearch.encoders.heads import HeadConfig
 from avsearch.encoders.model_dir import (
     ModelConfig,
@@ -46,7 +52,13 @@ from avsearch.encoders.model_dir import (
     load_heads,
     sha256_file,
 )
-from avsearch.encoders.native import fit_native, part_columns, windows_by_modality, write_native
+from avsearch.encoders.native import (
+    default_parts,
+    fit_native,
+    part_columns,
+    windows_by_modality,
+    write_native,
+)
 from avsearch.encoders.registry import BACKBONES
 from avsearch.errors import UsageError
 from avsearch.evaluate import RetrievalReport
@@ -230,7 +242,22 @@ def fit_bridge_map_for(
     pictures = space.vectors("visual", pairs.visual[first])
     x, y, w = pair_targets(audio, pictures, pairs.labels.tolist(), revealed)
     fitted_on = {"files": record["files"], "digest": record["digest"], "by": "avsearch train"}
-    return fit_bridge_map(x, y, w, alpha=cfg.bridge_map_alpha, fitted_on=fitted_on)
+    memory = None
+    if cfg.bridge_memory_k:  # each training sound window once, with its pair's target
+        parts = (
+            tuple(cfg.audio_head_parts.split("+"))
+            if cfg.audio_head_parts
+            else default_parts(cfg.audio_backbone, "audio")
+        )
+        first_of: dict[str, int] = {}  # (a window paired with several pictures: once)
+        for i, source in enumerate(pairs.sources):
+            first_of.setdefault(source, i)
+        rows = np.array(sorted(first_of.values()), dtype=np.int64)
+        cols = part_columns(cfg.audio_backbone, parts)
+        memory = build_memory(
+            pairs.audio[first][rows][:, cols], y[rows], parts, k=cfg.bridge_memory_k
+        )
+    return fit_bridge_map(x, y, w, alpha=cfg.bridge_map_alpha, fitted_on=fitted_on, memory=memory)
 
 
 def run_train_media(

@@ -171,12 +171,14 @@ def test_markdown_renders_every_setting_and_the_verdict() -> None:
     assert "natural pairs are 10%–10% of a" in text and "3 epochs run" in text
     assert "Baseline" not in text
     result["args"]["audio_backbone"] = "aisfx+soundnet"
-    result["baseline"] = {
-        "json": "bench/out/x/natural.json",
-        "command": "--bridge-map-alpha 0.0",
-        "args": {"bridge_map_alpha": 0.0},
-        "summary": {"leave-out": {"map": 0.5, "ratio_map": 1.5}},
-    }
+    result["baselines"] = [
+        {
+            "json": "bench/out/x/natural.json",
+            "command": "--bridge-map-alpha 0.0",
+            "args": {"bridge_map_alpha": 0.0},
+            "summary": {"leave-out": {"map": 0.5, "ratio_map": 1.5}},
+        }
+    ]
     text = natural.markdown(result)
     assert "corrected by the map `train` learns" in text and "`--bridge-map-alpha 0.5`" in text
     assert "Baseline (the bridge map off), `python bench/natural.py --bridge-map-alpha 0.0`" in text

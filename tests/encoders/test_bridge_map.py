@@ -15,6 +15,8 @@ from avsearch.encoders import model_dir as md
 from avsearch.encoders.bridge_map import (
     MAP_FILE,
     BridgeMap,
+    BridgeMemory,
+    build_memory,
     fit_bridge_map,
     load_bridge_map,
     pair_targets,
@@ -186,3 +188,47 @@ def test_a_model_with_a_map_names_it_in_its_bridge_id(tmp_path: Path) -> None:
     assert b.startswith(a) and b != a
     assert describe_spaces(mapped.config)["bridge"]["audio_map"] == {"alpha": 0.5}
     assert "audio_map" not in describe_spaces(plain.config)["bridge"]
+
+
+def test_the_memory_leans_towards_the_pictures_of_the_nearest_training_sounds() -> None:
+    rng = np.random.default_rng(7)
+    feats = rng.normal(size=(6, 16)) + 3.0  # (a shared offset: the centring removes it)
+    targets = _unit(rng.normal(size=(6, G)))
+    memory = build_memory(feats, targets, ("aisfx",), k=2, beta=1.0)
+    assert memory is not None and memory.config() == {
+        "parts": ["aisfx"],
+        "windows": 6,
+        "k": 2,
+        "beta": 1.0,
+    }
+    query = feats[[0]] + 0.01 * rng.normal(size=(1, 16))
+    sims = _unit(feats - feats.mean(0)) @ _unit(query - feats.mean(0))[0]
+    nearest = np.argsort(-sims)[:2]
+    np.testing.assert_allclose(
+        memory.direction(query)[0], _unit(targets[nearest].mean(0)), atol=1e-3
+    )
+    the_map = BridgeMap(np.zeros(G), np.zeros((G, G)), memory=memory)
+    b = _unit(rng.normal(size=(1, G)))
+    want = _unit(b[0] + _unit(targets[nearest].mean(0)))
+    np.testing.assert_allclose(the_map.apply(b, query)[0], want, atol=1e-3)
+    with pytest.raises(ValueError, match="part features"):
+        the_map.apply(b)
+    assert build_memory(np.full((2, 16), np.nan), targets[:2], ("aisfx",)) is None
+    with pytest.raises(ModelError, match="k=0"):
+        BridgeMemory(("aisfx",), np.zeros(16), np.ones((2, 16)), targets[:2], k=0)
+
+
+def test_a_memory_survives_the_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    d = _model_dir(tmp_path)
+    memory = build_memory(rng.normal(size=(5, 512)), _unit(rng.normal(size=(5, G))), ("aisfx",))
+    written = BridgeMap(np.zeros(G), rng.normal(size=(G, G)) * 0.1, 0.5, {}, memory)
+    write_bridge_map(d, written)
+    section = md.load_config(d).bridge_map
+    assert section["memory"] == {"parts": ["aisfx"], "windows": 5, "k": 5, "beta": 0.5}
+    loaded = load_bridge_map(d, section)
+    assert loaded is not None and loaded.memory is not None
+    b, parts = _unit(rng.normal(size=(3, G))), rng.normal(size=(3, 512))
+    np.testing.assert_allclose(loaded.apply(b, parts), written.apply(b, parts), atol=1e-5)
+    with pytest.raises(ModelError, match="another number"):
+        load_bridge_map(d, {**section, "memory": {**section["memory"], "windows": 4}})
