@@ -434,7 +434,7 @@ def test_a_bridged_model_learns_its_bridge_map_from_the_pairs(
     assert config["bridge_map"]["alpha"] == 0.5 and config["bridge_map"]["dim"] == 58
     assert config["bridge_map"]["fitted_on"]["pairs"] == summary["media"]["label_pairs"]
     n_windows = summary["media"]["label_pairs"]  # (9 pictures, more sound windows: one each)
-    want = {"parts": ["aisfx"], "windows": n_windows, "k": 5, "beta": 0.5}
+    want = {"parts": ["aisfx"], "windows": n_windows, "k": 5, "beta": 1.0}
     assert config["bridge_map"]["memory"] == want
 
     for name, extra in (

@@ -76,7 +76,9 @@ when the heads do not recognise the query, 0 when they do): AV-Digits 0.961, nat
 ``soundnet`` also holds a residual map of the sound side in this 58-d space, fitted on its
 training pairs (:mod:`avsearch.encoders.bridge_map`; ``BridgeSpace(audio_map=...)``): it learns
 SoundNet's biases on the concepts it was trained on, in a space shared by every concept, so the
-correction carries over to concepts it never saw. Pictures keep their vectors.
+correction carries over to concepts it never saw; with it, a memory of the training sounds
+leans each sound towards the pictures of the training sounds most like it. Pictures keep their
+vectors.
 
 The constants (gallery means and standard deviations per modality, the transform) live in
 ``models/bridge/constants.json`` with how they were fitted; ``python bench/bridge.py --fit``

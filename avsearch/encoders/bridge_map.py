@@ -24,10 +24,12 @@ heard; the training sounds also say what a sound *like this one* looked like. Th
 per training sound window, its general-sound features (the tower's ``aisfx`` part, centred on
 the training windows and L2-normalised) and its pair's target. A sound's vector then becomes::
 
-    normalise(mapped(b) + beta * normalise(mean of the targets of its k nearest training windows))
+    normalise(mapped(b) + beta * s * normalise(mean of the targets of its k nearest windows))
 
-(cosine of the centred features; ``k = 5``, ``beta = 0.5``). A clarinet finds flutes and oboes
-among the training sounds, whose pictures sit in the same ImageNet groups as a clarinet's.
+(cosine of the centred features; ``s`` the mean cosine of those ``k`` neighbours, clipped to
+[0, 1]; ``k = 5``, ``beta = 1``). A clarinet finds flutes and oboes among the training sounds,
+whose pictures sit in the same ImageNet groups as a clarinet's; a sound unlike any training
+sound (low ``s``) leans little, rather than towards the pictures of whatever came nearest.
 
 Measured (``bench/natural.py``, leave concepts out: map and memory learned on the training
 concepts, scored on the held-out ones): ``docs/benchmarks.md``, "Natural sounds, leave
@@ -68,7 +70,7 @@ __all__ = [
 MAP_FILE = "bridge_map.safetensors"
 DEFAULT_ALPHA = 0.5  # in units of one label's weight (the penalty against a label's pull)
 DEFAULT_K = 5  # neighbours in the memory of training sounds
-DEFAULT_BETA = 0.5  # weight of their pictures' direction beside the mapped bridge vector
+DEFAULT_BETA = 1.0  # weight of their pictures' direction (times their mean cosine)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -102,13 +104,16 @@ class BridgeMemory:
             if not np.isfinite(x).all():
                 raise ModelError("bridge memory holds non-finite values")
 
-    def direction(self, features: np.ndarray) -> np.ndarray:
-        """Part features ``[B, D]`` -> unit mean target of each row's ``k`` nearest keys."""
+    def lean(self, features: np.ndarray) -> np.ndarray:
+        """Part features ``[B, D]`` -> ``s * unit mean target`` of each row's ``k`` nearest
+        keys, ``s`` their mean cosine clipped to [0, 1] (module docstring)."""
         q = _normalise(np.asarray(features, dtype=np.float64) - self.centre)
         sims = q @ np.asarray(self.keys, dtype=np.float64).T
         k = min(self.k, sims.shape[1])
         nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        return _normalise(np.asarray(self.targets, dtype=np.float64)[nearest].mean(axis=1))
+        near = np.clip(np.take_along_axis(sims, nearest, axis=1).mean(axis=1), 0.0, 1.0)
+        targets = np.asarray(self.targets, dtype=np.float64)[nearest].mean(axis=1)
+        return near[:, None] * _normalise(targets)
 
     def config(self) -> dict[str, Any]:
         n = len(self.keys)
@@ -168,7 +173,7 @@ class BridgeMap:
         if self.memory is not None:
             if parts is None or len(parts) != len(b):
                 raise ValueError("a bridge map with a memory needs the windows' part features")
-            mapped = _normalise(mapped + self.memory.beta * self.memory.direction(parts))
+            mapped = _normalise(mapped + self.memory.beta * self.memory.lean(parts))
         return mapped.astype(np.float32)
 
     def tensors(self) -> dict[str, np.ndarray]:

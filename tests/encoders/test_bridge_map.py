@@ -204,13 +204,17 @@ def test_the_memory_leans_towards_the_pictures_of_the_nearest_training_sounds() 
     query = feats[[0]] + 0.01 * rng.normal(size=(1, 16))
     sims = _unit(feats - feats.mean(0)) @ _unit(query - feats.mean(0))[0]
     nearest = np.argsort(-sims)[:2]
-    np.testing.assert_allclose(
-        memory.direction(query)[0], _unit(targets[nearest].mean(0)), atol=1e-3
-    )
+    near = sims[nearest].mean()
+    assert 0 < near < 1
+    lean = near * _unit(targets[nearest].mean(0))
+    np.testing.assert_allclose(memory.lean(query)[0], lean, atol=1e-3)
     the_map = BridgeMap(np.zeros(G), np.zeros((G, G)), memory=memory)
     b = _unit(rng.normal(size=(1, G)))
-    want = _unit(b[0] + _unit(targets[nearest].mean(0)))
-    np.testing.assert_allclose(the_map.apply(b, query)[0], want, atol=1e-3)
+    np.testing.assert_allclose(the_map.apply(b, query)[0], _unit(b[0] + lean), atol=1e-3)
+    # a sound unlike every training sound (negative cosines) does not lean at all
+    far = feats.mean(0, keepdims=True) - 10 * (feats[nearest].mean(0) - feats.mean(0))
+    unlike = memory.lean(far)
+    assert np.linalg.norm(unlike) < np.linalg.norm(lean)
     with pytest.raises(ValueError, match="part features"):
         the_map.apply(b)
     assert build_memory(np.full((2, 16), np.nan), targets[:2], ("aisfx",)) is None
@@ -225,7 +229,7 @@ def test_a_memory_survives_the_round_trip(tmp_path: Path) -> None:
     written = BridgeMap(np.zeros(G), rng.normal(size=(G, G)) * 0.1, 0.5, {}, memory)
     write_bridge_map(d, written)
     section = md.load_config(d).bridge_map
-    assert section["memory"] == {"parts": ["aisfx"], "windows": 5, "k": 5, "beta": 0.5}
+    assert section["memory"] == {"parts": ["aisfx"], "windows": 5, "k": 5, "beta": 1.0}
     loaded = load_bridge_map(d, section)
     assert loaded is not None and loaded.memory is not None
     b, parts = _unit(rng.normal(size=(3, G))), rng.normal(size=(3, 512))
