@@ -478,6 +478,18 @@ def test_a_bridged_model_learns_its_bridge_map_from_the_pairs(
     after = np.sum(mapped * own, axis=1).mean()
     full = np.sum(np.stack([a_full[k] for k in keys]) * own, axis=1).mean()
     assert full > after > before, (before, after, full)  # the memory: its own sounds' pictures
+    # --augment: the map and its memory still read the windows as decoded (as embed does)
+    code, _, err = cli("train", str(farm), "--labels", str(labels), "--audio-backbone",
+                       "aisfx+soundnet", "--audio-head-parts", "aisfx", "--augment", "--views",
+                       "2", "--epochs", "1", "--out", str(tmp_path / "aug"))  # fmt: skip
+    assert code == 0, err
+    from safetensors.numpy import load_file
+
+    plain_map = load_file(str(out / "bridge_map.safetensors"))
+    aug_map = load_file(str(tmp_path / "aug" / "bridge_map.safetensors"))
+    assert plain_map.keys() == aug_map.keys()
+    for key, value in plain_map.items():
+        np.testing.assert_array_equal(aug_map[key], value)
     code, _, err = cli("train", str(farm), "--labels", str(labels), "--audio-backbone", "aisfx",
                        "--bridge-map-alpha", "1", "--out", str(tmp_path / "x"))  # fmt: skip
     assert code == 2 and "soundnet" in err, err

@@ -237,7 +237,7 @@ def fit_bridge_map_for(
         return found
 
     space = BridgeSpace(cfg.audio_backbone, visual, classifier)
-    first = (slice(None), 0) if pairs.audio.ndim == 3 else (slice(None),)  # views: as decoded
+    first = (slice(None), 0) if pairs.audio.ndim == 3 else (slice(None),)  # views: view 0
     audio = space.vectors("audio", pairs.audio[first])
     pictures = space.vectors("visual", pairs.visual[first])
     x, y, w = pair_targets(audio, pictures, pairs.labels.tolist(), revealed)
@@ -289,6 +289,9 @@ def run_train_media(
         if not files:
             raise UsageError("no media files found", hint="give folders of videos, sounds, images")
         windows = windows_by_modality(files)  # (as decoded: the views below replace them)
+        # the bridge map reads the windows as decoded, as `embed` computes them (soundnet hears
+        # runs of windows there; the views are computed window by window)
+        decoded_pairs = build_pairs(files, seed=cfg.seed) if cfg.augment else None
         views_decoded = 0
         if cfg.augment:
             encode = _view_encoder(cfg, backbones, spec.sample_rate)
@@ -303,7 +306,7 @@ def run_train_media(
             if not files:
                 raise UsageError("no media file decoded a second time for the views; see above")
     pairs = build_pairs(files, seed=cfg.seed)
-    full_pairs = pairs  # (every part of the towers' features: the bridge map reads soundnet's)
+    map_pairs = decoded_pairs or pairs  # (every part of the towers' features, as decoded)
     if cfg.audio_head_parts:  # the head reads these parts of the tower's features alone
         cols = part_columns(cfg.audio_backbone, cfg.audio_head_parts.split("+"))
         pairs = replace(pairs, audio=np.ascontiguousarray(pairs.audio[..., cols]))
@@ -349,7 +352,8 @@ def run_train_media(
     )
     if native.towers:  # (fewer than two windows of a modality: no native space for it)
         result = replace(result, fingerprint=write_native(result.out_dir, native))
-    bridge_map = fit_bridge_map_for(cfg, backbones, full_pairs, mask, record)
+    map_mask = mask if map_pairs is pairs else label_mask(map_pairs, cfg.labeled_ratio, cfg.seed)
+    bridge_map = fit_bridge_map_for(cfg, backbones, map_pairs, map_mask, record)
     if bridge_map is not None:
         result = replace(result, fingerprint=write_bridge_map(result.out_dir, bridge_map))
     media = {
