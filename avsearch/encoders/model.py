@@ -56,6 +56,9 @@ def describe_spaces(config: md.ModelConfig) -> dict[str, Any]:
     bridge = {"off": why} if why is not None else rule.to_config()
     if why is None and config.bridge_map:  # the audio side corrected by a learned map
         bridge["audio_map"] = {"alpha": config.bridge_map.get("alpha")}
+        memory = config.bridge_map.get("memory")
+        if memory:  # (its memory of training sounds: how many, how many neighbours)
+            bridge["audio_map"]["memory"] = {k: memory.get(k) for k in ("windows", "k")}
     return {"native": native, "bridge": bridge}
 
 
