@@ -263,14 +263,10 @@ def write_bridge_map(model_dir: Path, bridge_map: BridgeMap) -> str:
     model directory (each file atomically); returns the new fingerprint."""
     from dataclasses import replace
 
-    from safetensors.numpy import save_file
-
     from avsearch.encoders import model_dir as md
 
     config = md.load_config(model_dir)
-    tmp = model_dir / f".{MAP_FILE}.tmp"
-    save_file(bridge_map.tensors(), str(tmp), metadata={"format_version": "1"})
-    tmp.replace(model_dir / MAP_FILE)
+    md.write_side_file(model_dir, MAP_FILE, bridge_map.tensors())
     return md.write_config(model_dir, replace(config, bridge_map=bridge_map.config()))
 
 
@@ -279,16 +275,11 @@ def load_bridge_map(model_dir: Path, section: Mapping[str, Any]) -> BridgeMap | 
     it declares none. ModelError when the file is missing, not safetensors, or does not fit."""
     if not section:
         return None
-    from safetensors.numpy import load_file
-
-    from avsearch.encoders.files import check_safetensors
+    from avsearch.encoders import model_dir as md
 
     path = model_dir / MAP_FILE
-    if not path.is_file():
-        raise ModelError(f"{model_dir}: config.yaml declares a bridge map, {MAP_FILE} is missing")
-    check_safetensors(path, "bridge map")
+    tensors = md.read_side_file(model_dir, MAP_FILE, "a bridge map", "bridge map")
     try:
-        tensors = load_file(str(path))
         mean = tensors["mean"].astype(np.float64)
         weight = tensors["weight"].astype(np.float64)
         dim = int(section["dim"])
@@ -306,10 +297,8 @@ def load_bridge_map(model_dir: Path, section: Mapping[str, Any]) -> BridgeMap | 
             )
             if len(memory.keys) != int(decl.get("windows", len(memory.keys))):
                 raise ModelError(f"{path}: bridge memory holds another number of windows")
-    except ModelError:
-        raise
-    except Exception as exc:  # safetensors raises several types for a damaged file
-        raise ModelError(f"{path}: cannot read the bridge map: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: bridge map: missing or bad {exc}") from exc
     found = BridgeMap(mean, weight, alpha, dict(section.get("fitted_on") or {}), memory)
     if found.dim != dim:
         raise ModelError(f"{path}: bridge map is {found.dim}-d, config.yaml says {dim}")

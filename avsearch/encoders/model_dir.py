@@ -121,8 +121,7 @@ class ModelConfig:
             name = out[modality]["backbone"]
             if SEPARATOR in name:
                 out[modality]["backbone"] = name.split(SEPARATOR)
-        for key in ("native", "fusion", "bridge_map"):  # absent rather than empty: older
-            # files unchanged
+        for key in ("native", "fusion", "bridge_map"):  # (absent rather than empty: older files)
             if not out[key]:
                 del out[key]
         for modality in ("audio", "visual"):  # head parts: a list, absent when all are read
@@ -252,6 +251,32 @@ def contained_weights_path(model_dir: Path, value: object, key: str) -> Path:
             hint="copy the file into the model directory instead of linking to it",
         )
     return path
+
+
+def write_side_file(model_dir: Path, name: str, tensors: dict[str, Any]) -> None:
+    """Write a model directory's further statistics file ``name`` (numpy arrays, safetensors)
+    atomically: a temporary file, then renamed."""
+    from safetensors.numpy import save_file
+
+    tmp = model_dir / f".{name}.tmp"
+    save_file(tensors, str(tmp), metadata={"format_version": "1"})
+    tmp.replace(model_dir / name)
+
+
+def read_side_file(model_dir: Path, name: str, declared: str, what: str) -> dict[str, Any]:
+    """The numpy arrays of a further statistics file ``name`` that config.yaml declares
+    (``declared``: "a native space"); ModelError when it is missing, not safetensors (by its
+    header: a pickle is never read) or damaged (``what`` names it in the message)."""
+    from safetensors.numpy import load_file
+
+    path = model_dir / name
+    if not path.is_file():
+        raise ModelError(f"{model_dir}: config.yaml declares {declared}, {name} is missing")
+    check_safetensors(path, what)
+    try:
+        return dict(load_file(str(path)))
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise ModelError(f"{path}: cannot read the {what}: {exc}") from exc
 
 
 def fingerprint(model_dir: Path, hashes: HashCache | None = None) -> str:

@@ -232,8 +232,6 @@ def write_native(model_dir: Path, space: NativeSpace) -> str:
     directory (each file atomically); returns the new fingerprint."""
     from dataclasses import replace
 
-    from safetensors.numpy import save_file
-
     from avsearch.encoders import model_dir as md
 
     config = md.load_config(model_dir)
@@ -243,9 +241,7 @@ def write_native(model_dir: Path, space: NativeSpace) -> str:
                 f"{model_dir}: native {modality} space fitted for {tower.backbone!r}, the model's "
                 f"tower is {getattr(config, modality).backbone!r}"
             )
-    tmp = model_dir / f".{NATIVE_FILE}.tmp"
-    save_file(space.tensors(), str(tmp), metadata={"format_version": "1"})
-    tmp.replace(model_dir / NATIVE_FILE)
+    md.write_side_file(model_dir, NATIVE_FILE, space.tensors())
     return md.write_config(model_dir, replace(config, native=space.config()))
 
 
@@ -255,21 +251,10 @@ def load_native(model_dir: Path, section: Mapping[str, Any]) -> NativeSpace | No
     safetensors, or does not fit the declaration."""
     if not section:
         return None
-    from safetensors.numpy import load_file
-
     from avsearch.encoders import model_dir as md
-    from avsearch.encoders.files import check_safetensors
 
     path = model_dir / NATIVE_FILE
-    if not path.is_file():
-        raise ModelError(
-            f"{model_dir}: config.yaml declares a native space, {NATIVE_FILE} is missing"
-        )
-    check_safetensors(path, "native space statistics")
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for a damaged file
-        raise ModelError(f"{path}: cannot read the native space statistics: {exc}") from exc
+    tensors = md.read_side_file(model_dir, NATIVE_FILE, "a native space", "native space statistics")
     config = md.load_config(model_dir)
     towers: dict[str, NativeTower] = {}
     for modality in MODALITIES:

@@ -48,6 +48,17 @@ DEFAULT_BRIDGE_MAP_ALPHA = 0.5  # (avsearch.encoders.bridge_map.DEFAULT_ALPHA)
 DEFAULT_BRIDGE_MEMORY_K = 5  # (avsearch.encoders.bridge_map.DEFAULT_K)
 
 
+VISUAL_BACKBONE = "efficientnet-lite0"  # every trained model's visual tower
+
+
+def has_bridge(audio_backbone: str) -> bool:
+    """Whether a model trained on this audio tower has the zero-shot bridge (a soundnet part):
+    its fusion rule, its bridge map and their options."""
+    from avsearch.encoders.bridge import bridge_off_reason
+
+    return bridge_off_reason(audio_backbone, VISUAL_BACKBONE) is None
+
+
 def flag(name: str) -> str:
     """The CLI flag of a config field: ``labeled_ratio`` → ``--labeled-ratio``."""
     return "--" + name.replace("_", "-")

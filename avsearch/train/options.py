@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from avsearch.errors import UsageError
-from avsearch.train.config import OptionValueError, TrainConfig, for_method
+from avsearch.train.config import OptionValueError, TrainConfig, for_method, has_bridge
 
 # options only the psd method reads; and options only media mode reads
 PSD_ONLY = ("no_soft", "no_distill", "no_dis", "no_progressive", "dis_mode", "teacher")
@@ -128,13 +128,6 @@ def plan_train(
             f"{name('bridge_map_alpha')} 0 switches off"
         )
     return TrainPlan(cfg, mode, train_command(paths, options, cfg, mode))
-
-
-def has_bridge(audio_backbone: str) -> bool:
-    """Whether a model with this audio tower (and the EfficientNet visual one) has a bridge."""
-    from avsearch.encoders.bridge import bridge_off_reason
-
-    return bridge_off_reason(audio_backbone, "efficientnet-lite0") is None
 
 
 def train_command(paths: list[str], options: Any, cfg: TrainConfig, mode: str) -> str:

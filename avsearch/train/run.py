@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from avsearch.encoders.backbones import Backbones
-from avsearch.encoders.bridge import BridgeSpace, FusionRule, bridge_off_reason, image_classifier
+from avsearch.encoders.bridge import BridgeSpace, FusionRule, image_classifier
 from avsearch.encoders.bridge_map import (
     BridgeMap,
     build_memory,
@@ -65,6 +65,7 @@ from avsearch.evaluate import RetrievalReport
 from avsearch.evaluate_index import _lookup, folder_label, read_labels_csv
 from avsearch.media.discover import content_hash
 from avsearch.train import FeatureSet, TrainConfig, evaluate_heads, load_h5, mask_labels, train
+from avsearch.train.config import VISUAL_BACKBONE, has_bridge
 from avsearch.train.loop import EpochRecord, deterministic_torch
 from avsearch.train.pairs import BuiltPairs, Encoder, add_views, build_pairs, extract_features
 from avsearch.train.views import TrainData, Views, build_views
@@ -129,21 +130,20 @@ def media_template(name: str, cfg: TrainConfig | None = None) -> ModelConfig:
     towers = {}
     cfg = cfg or TrainConfig()
     audio = cfg.audio_backbone
-    for modality, backbone in (("audio", audio), ("visual", "efficientnet-lite0")):
+    for modality, backbone in (("audio", audio), ("visual", VISUAL_BACKBONE)):
         info = BACKBONES[backbone]
         head = HeadConfig(info.dim)
         if modality == "audio" and cfg.audio_head_parts:
             parts = tuple(cfg.audio_head_parts.split("+"))
             head = HeadConfig(len(part_columns(audio, parts)), parts=parts)
         towers[modality] = TowerConfig(backbone, head, None, sha256_file(info.default_weights()))
-    bridged = bridge_off_reason(audio, "efficientnet-lite0") is None
     return ModelConfig(
         name=name,
         embedding_dim=128,
         audio=towers["audio"],
         visual=towers["visual"],
         description=f"frozen {audio} + EfficientNet-Lite0, heads trained by `avsearch train`",
-        fusion=FusionRule().to_config() if bridged else {},
+        fusion=FusionRule().to_config() if has_bridge(audio) else {},
     )
 
 
@@ -214,6 +214,11 @@ def _augmentation_info(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+def fits_bridge_map(cfg: TrainConfig) -> bool:
+    """Whether ``train`` fits a bridge map: a tower with the bridge, ``bridge_map_alpha`` > 0."""
+    return bool(cfg.bridge_map_alpha) and has_bridge(cfg.audio_backbone)
+
+
 def fit_bridge_map_for(
     cfg: TrainConfig,
     backbones: Backbones,
@@ -223,11 +228,8 @@ def fit_bridge_map_for(
 ) -> BridgeMap | None:
     """The learned correction of the bridge's audio side (:mod:`avsearch.encoders.bridge_map`)
     from the training pairs (``revealed``: which keep their label); None when the model has no
-    bridge, ``bridge_map_alpha`` is 0, or no pair has both sides."""
-    visual = "efficientnet-lite0"
-    if not cfg.bridge_map_alpha or bridge_off_reason(cfg.audio_backbone, visual) is not None:
-        return None
-    if not len(pairs.labels):
+    bridge, ``bridge_map_alpha`` is 0 (:func:`fits_bridge_map`), or no pair has both sides."""
+    if not fits_bridge_map(cfg) or not len(pairs.labels):
         return None
 
     def classifier() -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +238,7 @@ def fit_bridge_map_for(
             raise UsageError("the visual tower has no EfficientNet-Lite0 classifier")
         return found
 
-    space = BridgeSpace(cfg.audio_backbone, visual, classifier)
+    space = BridgeSpace(cfg.audio_backbone, VISUAL_BACKBONE, classifier)
     first = (slice(None), 0) if pairs.audio.ndim == 3 else (slice(None),)  # views: view 0
     audio = space.vectors("audio", pairs.audio[first])
     pictures = space.vectors("visual", pairs.visual[first])
@@ -254,9 +256,8 @@ def fit_bridge_map_for(
             first_of.setdefault(source, i)
         rows = np.array(sorted(first_of.values()), dtype=np.int64)
         cols = part_columns(cfg.audio_backbone, parts)
-        memory = build_memory(
-            pairs.audio[first][rows][:, cols], y[rows], parts, k=cfg.bridge_memory_k
-        )
+        features = pairs.audio[first][np.ix_(rows, cols)]
+        memory = build_memory(features, y[rows], parts, k=cfg.bridge_memory_k)
     return fit_bridge_map(x, y, w, alpha=cfg.bridge_map_alpha, fitted_on=fitted_on, memory=memory)
 
 
@@ -291,7 +292,9 @@ def run_train_media(
         windows = windows_by_modality(files)  # (as decoded: the views below replace them)
         # the bridge map reads the windows as decoded, as `embed` computes them (soundnet hears
         # runs of windows there; the views are computed window by window)
-        decoded_pairs = build_pairs(files, seed=cfg.seed) if cfg.augment else None
+        decoded_pairs = None
+        if cfg.augment and fits_bridge_map(cfg):
+            decoded_pairs = build_pairs(files, seed=cfg.seed)
         views_decoded = 0
         if cfg.augment:
             encode = _view_encoder(cfg, backbones, spec.sample_rate)
@@ -306,7 +309,7 @@ def run_train_media(
             if not files:
                 raise UsageError("no media file decoded a second time for the views; see above")
     pairs = build_pairs(files, seed=cfg.seed)
-    map_pairs = decoded_pairs or pairs  # (every part of the towers' features, as decoded)
+    map_pairs = pairs if decoded_pairs is None else decoded_pairs  # (before the slicing below)
     if cfg.audio_head_parts:  # the head reads these parts of the tower's features alone
         cols = part_columns(cfg.audio_backbone, cfg.audio_head_parts.split("+"))
         pairs = replace(pairs, audio=np.ascontiguousarray(pairs.audio[..., cols]))
@@ -347,12 +350,12 @@ def run_train_media(
     )
     native = fit_native(
         windows,
-        {"audio": cfg.audio_backbone, "visual": "efficientnet-lite0"},
+        {"audio": cfg.audio_backbone, "visual": VISUAL_BACKBONE},
         fitted_on={"files": record["files"], "digest": record["digest"], "by": "avsearch train"},
     )
     if native.towers:  # (fewer than two windows of a modality: no native space for it)
         result = replace(result, fingerprint=write_native(result.out_dir, native))
-    map_mask = mask if map_pairs is pairs else label_mask(map_pairs, cfg.labeled_ratio, cfg.seed)
+    map_mask = mask if decoded_pairs is None else label_mask(map_pairs, cfg.labeled_ratio, cfg.seed)
     bridge_map = fit_bridge_map_for(cfg, backbones, map_pairs, map_mask, record)
     if bridge_map is not None:
         result = replace(result, fingerprint=write_bridge_map(result.out_dir, bridge_map))
