@@ -287,6 +287,45 @@ def test_whole_file_chunks_are_exact() -> None:
     torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("n", [sn.CONV7_FIELD, sn.CONV7_FIELD + 17, sn.MIN_SAMPLES, 300_001])
+def test_fast_copy_computes_the_trunk_and_heads(n: int) -> None:
+    """The inference copy (BatchNorm folded, conv1 and conv2 blocked, ReLU after the pool)
+    gives the network's own conv7 and head logits, with negative BatchNorm scales too (the
+    pool's maximum then comes from another output)."""
+    net = random_net(7)
+    with torch.no_grad():
+        for i in range(1, len(sn.LAYERS) + 1):
+            getattr(net, f"bn{i}").weight.uniform_(-1.0, 1.0)
+    x = torch.from_numpy(0.2 * np.random.default_rng(8).standard_normal((2, n))).float()
+    with torch.no_grad():
+        reference = net.trunk(x)
+        fast = net.fast()
+        conv7 = fast.trunk(x)
+        torch.testing.assert_close(conv7, reference, rtol=1e-4, atol=1e-5 * reference.abs().max())
+        keep = sn.head_input_steps(n)
+        if sn.head_steps(n) >= 1:
+            objects, scenes = net.heads(reference[:, :, :keep])
+            steps = np.arange(sn.head_steps(n))
+            o, s = fast.head_logits(sn.head_rows(reference[1, :, :keep], steps))
+            torch.testing.assert_close(o, objects[1].T, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(s, scenes[1].T, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_copy_follows_the_weights() -> None:
+    net = random_net(9)
+    first = net.fast()
+    assert net.fast() is first  # made once
+    with torch.no_grad():
+        net.conv3.weight.mul_(2.0)
+    second = net.fast()
+    assert second is not first
+    x = torch.from_numpy(0.2 * np.random.default_rng(1).standard_normal((1, sn.MIN_SAMPLES)))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            second.trunk(x.float()), net.trunk(x.float()), rtol=1e-4, atol=1e-4
+        )
+
+
 def test_file_outputs_shapes_times_and_short_input() -> None:
     net = random_net(3)
     gen = np.random.default_rng(4)
