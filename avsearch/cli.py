@@ -16,6 +16,11 @@ import sys
 # product (the native and bridge spaces' projections), took those cores: `embed` of the default
 # model (with SoundNet) ran 1.3x slower with them (docs/benchmarks.md, "Embed throughput")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# and torch's OpenMP threads sleep when they have no work instead of spinning (unless the user
+# set it; torch is not imported yet): spinning between two layers took the cores `embed`'s
+# decode threads needed, 3 of 13 CPU s on the fixture videos, and `embed` of the default model
+# ran about 1.2x slower; `train` runs as fast either way (docs/benchmarks.md, "Embed throughput")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any

@@ -1,5 +1,6 @@
-"""The CLI puts numpy's BLAS on one thread before numpy is imported (torch does the heavy
-work; OpenBLAS's spinning threads took its cores), unless the user chose a number."""
+"""The CLI puts numpy's BLAS on one thread and lets torch's OpenMP threads sleep when idle,
+before numpy or torch is imported (their spinning threads took the cores other stages needed),
+unless the user chose otherwise."""
 
 from __future__ import annotations
 
@@ -7,21 +8,29 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = (
     "import os, sys\n"
     "import avsearch.cli\n"
-    "assert 'numpy' not in sys.modules\n"
-    "print(os.environ['OPENBLAS_NUM_THREADS'])\n"
+    "assert 'numpy' not in sys.modules and 'torch' not in sys.modules\n"
+    "print(os.environ[sys.argv[1]])\n"
 )
 
 
-def _run(env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True)
+def _run(env: dict[str, str], name: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, name], env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
 
-def test_the_cli_puts_blas_on_one_thread_unless_told() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    assert _run(env) == "1"
-    assert _run({**env, "OPENBLAS_NUM_THREADS": "3"}) == "3"
+@pytest.mark.parametrize(
+    ("name", "default", "chosen"),
+    [("OPENBLAS_NUM_THREADS", "1", "3"), ("OMP_WAIT_POLICY", "PASSIVE", "ACTIVE")],
+)
+def test_the_cli_sets_thread_behaviour_unless_told(name: str, default: str, chosen: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != name}
+    assert _run(env, name) == default
+    assert _run({**env, name: chosen}, name) == chosen
