@@ -298,7 +298,12 @@ class SoundNet8(nn.Module):
     def fast(self) -> FastSoundNet:
         """The folded copy of the network that inference runs (:class:`FastSoundNet`), made on
         first use and again when the weights change."""
-        key = (str(self.conv1.weight.device), tuple(p._version for p in self.parameters()))
+        # a tensor's storage and its version counter (which in-place changes advance; tensors
+        # made under inference mode have none, and cannot be changed outside it)
+        key = tuple(
+            (t.device, t.data_ptr(), 0 if t.is_inference() else t._version)
+            for t in (*self.parameters(), *self.buffers())
+        )
         if not self._fast or self._fast[0][0] != key:
             self._fast[:] = [(key, FastSoundNet(self))]
         return self._fast[0][1]

@@ -320,10 +320,16 @@ def test_fast_copy_follows_the_weights() -> None:
     second = net.fast()
     assert second is not first
     x = torch.from_numpy(0.2 * np.random.default_rng(1).standard_normal((1, sn.MIN_SAMPLES)))
+    x = x.float()
     with torch.no_grad():
-        torch.testing.assert_close(
-            second.trunk(x.float()), net.trunk(x.float()), rtol=1e-4, atol=1e-4
-        )
+        torch.testing.assert_close(second.trunk(x), net.trunk(x), rtol=1e-4, atol=1e-4)
+        net.bn5.running_mean.add_(0.5)  # a buffer: folded into the copy too
+        third = net.fast()
+        assert third is not second
+        torch.testing.assert_close(third.trunk(x), net.trunk(x), rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():  # a network made under inference mode has its copy too
+        made_there = random_net(10)
+        torch.testing.assert_close(made_there.fast().trunk(x), made_there.trunk(x))
 
 
 def test_file_outputs_shapes_times_and_short_input() -> None:
