@@ -50,6 +50,9 @@ class EmbedConfig:
     write_features: bool = True  # add the features of the files this run encodes to it
     # globs of files/folders kept out of the index (and removed from it); see media.discover
     exclude: str | list | None = None
+    # what the towers that can run their networks at: fp32, or bf16 (faster on CPUs with
+    # bfloat16 units such as Intel AMX; features about 1% apart: docs/benchmarks.md)
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,8 @@ def validate(obj: Any, name: Callable[[str], str] | None = None) -> None:
             raise ConfigError(f"{n('commit_every')} must be positive, got {obj.commit_every}")
         if any(not p.strip() for p in exclude_patterns(obj.exclude)):
             raise ConfigError(f"{n('exclude')} must not be empty")
+        if obj.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"{n('precision')} must be fp32 or bf16, got {obj.precision!r}")
     if isinstance(obj, QueryConfig):
         if obj.top < 1:
             raise ConfigError(f"{n('top')} must be at least 1, got {obj.top}")

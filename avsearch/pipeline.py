@@ -55,7 +55,8 @@ def run_embed(
     model: AVModel | None = None,
     engine: Engine | None = None,
 ) -> EmbedSummary:
-    """``engine``: where to encode (``avsearch.engines``; None: here, the local stages)."""
+    """``engine``: where to encode (``avsearch.engines``; None: here, the local stages);
+    ``model``: already loaded (its own precision holds, not ``cfg.precision``)."""
     t0 = time.perf_counter()
     report = progress or (lambda event, data: None)
     roots = [p.expanduser().resolve() for p in paths]
@@ -65,7 +66,7 @@ def run_embed(
     hashes = HashCache(index_dir / MODEL_HASHES) if model is None else None
     # lazy: config and fingerprint only; heads and backbones load when something is encoded
     if model is None:
-        model = AVModel.load(cfg.model, lazy=True, hashes=hashes)
+        model = AVModel.load(cfg.model, lazy=True, hashes=hashes, precision=cfg.precision)
         if cfg.rebuild or not (index_dir / MANIFEST).is_file():
             getattr(model, "heads", None)  # a new index is stamped with it: fail now if broken
     ref = str(model.directory) if Path(cfg.model).expanduser().exists() else cfg.model

@@ -232,6 +232,24 @@ def test_shared_fixtures_and_farm(index_env: Path) -> None:
     assert all(r["start"] is not None and r["end"] > r["start"] for r in out["results"])
 
 
+def test_bf16_embed_finds_the_same_answer(index_env: Path) -> None:
+    """``embed --precision bf16`` (the aisfx and image networks in bfloat16): the bark still
+    finds the dog's photo first, and the feature cache keeps its features apart."""
+    import sqlite3
+
+    farm = shared_path("data", "farm")
+    code, out, err = cli("--json", "embed", str(farm), "--precision", "bf16")
+    assert code == 0, err
+    code, out, _ = cli("--json", "query", str(farm / "sounds" / "dog.ogg"), "--top", "3")
+    assert code == 0
+    assert Path(out["results"][0]["path"]) == (farm / "images" / "dog.webp").resolve()
+    with sqlite3.connect(index_env / "features.sqlite") as conn:
+        keys = {k for (k,) in conn.execute("SELECT DISTINCT backbone FROM done")}
+    assert keys and all(k.endswith("|bf16") for k in keys)
+    code, _, err = cli("--json", "embed", str(farm), "--precision", "fp16")
+    assert code == 2 and "--precision must be fp32 or bf16" in err
+
+
 def test_doctor_and_models(index_env: Path) -> None:
     code, out, _ = cli("--json", "doctor")
     assert code == 0 and out["ok"]

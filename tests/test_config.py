@@ -111,6 +111,7 @@ def test_index_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     [
         (c.EmbedConfig, {"window": 0.01}, "--window"),
         (c.EmbedConfig, {"workers": 0}, "--workers"),
+        (c.EmbedConfig, {"precision": "fp16"}, "--precision must be fp32 or bf16"),
         (c.QueryConfig, {"top": 0}, "--top"),
         (c.QueryConfig, {"target": "smell"}, "--target"),
         (c.QueryConfig, {"start": 3.0, "end": 2.0}, "--end"),

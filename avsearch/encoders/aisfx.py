@@ -33,7 +33,7 @@ from avsearch.encoders.audio_frontend import (
     LogMelFrontend,
     run_windows,
 )
-from avsearch.encoders.tower import AudioInput
+from avsearch.encoders.tower import PRECISIONS, AudioInput, Precision, autocast
 from avsearch.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ class AisfxBackbone(nn.Module):
     modality = "audio"
     dim = FEATURE_DIM
     input = AudioInput(SAMPLE_RATE, WINDOW_SAMPLES)
+    precisions = PRECISIONS
 
     def __init__(self, net: AisfxNet | None = None, weights: Path | None = None) -> None:
         super().__init__()
@@ -170,6 +171,7 @@ class AisfxBackbone(nn.Module):
         self.frontend = LogMelFrontend()
         self.net = net
         self._fast: list[nn.Module] = []  # the folded copy, in a list: not a submodule
+        self.precision: Precision = "fp32"  # the network's (the front-end stays float32)
         self.eval()
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
@@ -198,6 +200,8 @@ class AisfxBackbone(nn.Module):
 
         def forward(rows: torch.Tensor) -> torch.Tensor:
             short = WINDOW_SAMPLES - rows.shape[1]
-            return fast(self.frontend(F.pad(rows, (0, short)) if short > 0 else rows))
+            spec = self.frontend(F.pad(rows, (0, short)) if short > 0 else rows)
+            with autocast(self.precision, device.type):
+                return fast(spec).float()
 
         return run_windows(forward, waves, self.dim, EMBED_CHUNK, device)

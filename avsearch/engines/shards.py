@@ -44,6 +44,7 @@ class ModelRef:
     directory: str
     fingerprint: str
     user_weights: tuple[tuple[str, str], ...] = ()
+    precision: str = "fp32"  # what the towers run their networks at (AVModel.load)
 
 
 @dataclass(frozen=True)
@@ -138,18 +139,24 @@ class Collector:
 
 
 def _worker_model(ref: ModelRef) -> AVModel:
-    return _load_model(ref.directory, ref.fingerprint, ref.user_weights)
+    return _load_model(ref.directory, ref.fingerprint, ref.user_weights, ref.precision)
 
 
 @functools.lru_cache(maxsize=2)  # a worker process runs many shards: load the model once
 def _load_model(
-    directory: str, fingerprint: str, user_weights: tuple[tuple[str, str], ...]
+    directory: str,
+    fingerprint: str,
+    user_weights: tuple[tuple[str, str], ...],
+    precision: str = "fp32",
 ) -> AVModel:
     from avsearch.encoders.model import AVModel
 
     try:
         model = AVModel.load(
-            directory, lazy=True, user_weights={k: Path(v) for k, v in user_weights}
+            directory,
+            lazy=True,
+            user_weights={k: Path(v) for k, v in user_weights},
+            precision=precision,  # type: ignore[arg-type]
         )
     except AvsearchError as exc:
         raise ModelError(f"on node {socket.gethostname()}: {exc.message}") from exc

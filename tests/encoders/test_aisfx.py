@@ -161,6 +161,23 @@ def test_features_chunks(backbone: ax.AisfxBackbone, monkeypatch: pytest.MonkeyP
     np.testing.assert_allclose(backbone.features(waves), whole, rtol=1e-5, atol=1e-6)
 
 
+def test_bf16_runs_the_network_in_bfloat16_and_stays_close() -> None:
+    """``precision = "bf16"``: the network (not the front-end) in bfloat16, float32 out, about
+    1% from the float32 features; set back to fp32, the float32 features again."""
+    b = ax.AisfxBackbone(random_net(2))
+    waves = (0.2 * np.random.default_rng(8).standard_normal((3, fe.WINDOW_SAMPLES))).astype(
+        np.float32
+    )
+    fp32 = b.features(waves)
+    b.precision = "bf16"
+    bf16 = b.features(waves)
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)
+    cos = (bf16 * fp32).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cos.min() > 0.999
+    b.precision = "fp32"
+    np.testing.assert_array_equal(b.features(waves), fp32)
+
+
 def test_silence_gives_finite_output(backbone: ax.AisfxBackbone) -> None:
     emb = backbone.features(np.zeros((2, fe.WINDOW_SAMPLES), np.float32))
     assert np.isfinite(emb).all()

@@ -104,3 +104,20 @@ def test_a_tower_breaking_the_contract_is_named() -> None:
         CompositeTower("a+wrong", [Stats("a"), Wrong("wrong")]).features(waves())
     out = checked_features(Stats("a"), waves().astype(np.float64))
     assert out.dtype == np.float32
+
+
+class _Part:
+    def __init__(self, name: str, precisions: tuple[str, ...]) -> None:
+        self.name, self.precisions, self.precision = name, precisions, "fp32"
+
+
+def test_set_precision_reaches_the_parts_that_can_run_it() -> None:
+    from avsearch.encoders.tower import set_precision
+
+    fast, plain = _Part("a", ("fp32", "bf16")), _Part("b", ("fp32",))
+    composite = type("C", (), {"parts": (fast, type("R", (), {"part": plain})())})()
+    assert set_precision(composite, "bf16") == ["a"]
+    assert (fast.precision, plain.precision) == ("bf16", "fp32")
+    assert set_precision(composite, "fp32") == [] and fast.precision == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        set_precision(fast, "fp16")  # type: ignore[arg-type]

@@ -173,6 +173,21 @@ def test_backbone_features(backbone: eff.EfficientNetLite0Backbone) -> None:
         backbone.features(np.zeros((1, 224, 224, 3), dtype=np.float32))
 
 
+@needs_weights
+def test_bf16_features_stay_close_to_float32(net: eff.EfficientNetLite0) -> None:
+    b = eff.EfficientNetLite0Backbone(net)
+    images = np.random.default_rng(1).integers(0, 256, size=(4, 224, 224, 3), dtype=np.uint8)
+    fp32 = b.features(images)
+    b.precision = "bf16"
+    try:
+        bf16 = b.features(images)
+    finally:
+        b.precision = "fp32"
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)
+    cos = (bf16 * fp32).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cos.min() > 0.99
+
+
 def test_to_tensor_normalisation() -> None:
     images = np.zeros((2, 224, 224, 3), dtype=np.uint8)
     images[1] = 255

@@ -262,3 +262,16 @@ def test_a_registered_composite_is_its_parts_side_by_side(alias: str, speech: np
     np.testing.assert_allclose(composite, np.concatenate(parts, axis=1), rtol=0, atol=1e-5)
     np.testing.assert_allclose(listed, composite, rtol=0, atol=1e-5)
     assert np.abs(composite[:-1, 512:]).max() > 0.01  # the second part is really there
+
+
+def test_backbones_key_names_a_reduced_precision_only_where_a_part_runs_it() -> None:
+    fp32 = Backbones("aisfx+soundnet", audio_sha256="c1" * 32, visual_sha256="57" * 32)
+    bf16 = Backbones(
+        "aisfx+soundnet", audio_sha256="c1" * 32, visual_sha256="57" * 32, precision="bf16"
+    )
+    assert bf16.key(102_400) == fp32.key(102_400) + "|bf16"
+    assert "bf16" not in fp32.key(102_400)  # float32 keys are those of earlier versions
+    assert reg.BACKBONES.lookup("aisfx").precisions == ("fp32", "bf16")
+    assert reg.BACKBONES.lookup("soundnet").precisions == ("fp32",)
+    with pytest.raises(ModelError, match="precision must be one of fp32, bf16"):
+        Backbones("aisfx", precision="fp16")  # type: ignore[arg-type]
