@@ -107,6 +107,16 @@ def encoder_profile(model: AVModel, windows: dict[str, list]) -> dict[tuple[str,
     return out
 
 
+def bf16_units() -> str:
+    """What this CPU has for bfloat16, from /proc/cpuinfo's flags (Linux)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8").split())
+    except OSError:
+        return "unknown bfloat16 support"
+    have = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"CPU flags {' and '.join(have)}" if have else "no bfloat16 units (emulated)"
+
+
 def without_soundnet(model_dir: Path, dst: Path) -> Path:
     """The default model with its audio tower cut to the part its heads read (aisfx): the
     same heads and native spaces, no SoundNet, so no bridge. What SoundNet costs ``embed``."""
@@ -156,7 +166,15 @@ def main() -> None:
         # SoundNet (what the bridge's network costs), in the same rounds
         speech = AVModel.load("speech")
         plain = AVModel.load(without_soundnet(model.directory, work / "model-aisfx"))
-        stages = {"w1": (model, 1), "w2": (model, 2), "speech": (speech, 2), "plain": (plain, 2)}
+        # and the default with its aisfx and EfficientNet networks in bfloat16
+        bf16 = AVModel.load("default", precision="bf16")
+        stages = {
+            "w1": (model, 1),
+            "w2": (model, 2),
+            "bf16": (bf16, 2),
+            "speech": (speech, 2),
+            "plain": (plain, 2),
+        }
         best: dict[str, tuple[EmbedSummary, float]] = {}
         decoded: tuple[float, int, float, float] | None = None
         for r in range(args.rounds):
@@ -173,7 +191,7 @@ def main() -> None:
         assert decoded is not None
         dec_t, dec_segments, media, dec_cpu = decoded
         rows = [(w, *best[key]) for key, w in (("w1", 1), ("w2", 2))]
-        s_speech, s_plain = best["speech"][0], best["plain"][0]
+        s_speech, s_plain, s_bf16 = best["speech"][0], best["plain"][0], best["bf16"][0]
         per_window = encoder_profile(model, windows)
         s_again = run_embed([folder], work / "index-w1-0", EmbedConfig(), model=model)
 
@@ -236,6 +254,11 @@ def main() -> None:
             f"{s.segments / s.seconds:.1f} | {s.media_seconds / s.seconds:.1f} | "
             f"{s.seconds / dec_t:.2f} |"
         )
+    lines.append(
+        "| `embed --precision bf16` (aisfx and EfficientNet-Lite0 in bfloat16), 2 decode "
+        f"threads | {s_bf16.seconds:.2f} | {s_bf16.segments / s_bf16.seconds:.1f} | "
+        f"{s_bf16.media_seconds / s_bf16.seconds:.1f} | {s_bf16.seconds / dec_t:.2f} |"
+    )
     lines.append(
         "| `embed --model speech` (aisfx + the word model), 2 decode threads | "
         f"{s_speech.seconds:.2f} | {s_speech.segments / s_speech.seconds:.1f} | "
@@ -304,7 +327,9 @@ def main() -> None:
         "bridge); the `--model speech` row is the same folder indexed by the spoken-content "
         "model (aisfx + the EfficientWord-Net spoken-word model under onnxruntime), and the "
         "`aisfx alone` row by the default model cut to the audio part its heads read (no "
-        "SoundNet, no bridge), in the same run.",
+        "SoundNet, no bridge), in the same run. The `--precision bf16` row runs the default's "
+        f"aisfx and EfficientNet-Lite0 networks in bfloat16 ({bf16_units()}); SoundNet stays "
+        "float32 (slower in bfloat16 here).",
     ]
     doc = write_section("embed_throughput", "\n".join(lines))
     print("\n".join(lines))

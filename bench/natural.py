@@ -250,6 +250,7 @@ class Bench:
     audio_head_parts: str | None = None  # `train --audio-head-parts`
     bridge_map_alpha: float | None = None  # `train --bridge-map-alpha` (None: the CLI's)
     bridge_memory_k: int | None = None  # `train --bridge-memory-k` (None: the CLI's)
+    precision: str = "fp32"  # `embed --precision` of every evaluated index (training: float32)
 
     @property
     def cache(self) -> Path:
@@ -263,7 +264,8 @@ class Bench:
         """One feature cache for every train (``--index cache``) and every embed (the config)."""
         self.cache.mkdir(parents=True, exist_ok=True)
         self.config.write_text(
-            f"embed:\n  feature_cache: {json.dumps(str(self.cache / 'features.sqlite'))}\n",
+            f"embed:\n  feature_cache: {json.dumps(str(self.cache / 'features.sqlite'))}\n"
+            f"  precision: {self.precision}\n",
             encoding="utf-8",
         )
 
@@ -511,6 +513,8 @@ def markdown(result: dict[str, Any]) -> str:
             if b_args.get("bridge_map_alpha") == 0
             else " (the map without the memory of training sounds)"
             if b_args.get("bridge_memory_k") == 0
+            else " (indexes embedded with `--precision bf16`)"
+            if b_args.get("precision") == "bf16"
             else ""
         )
         heads_line += (
@@ -622,6 +626,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.audio_head_parts,
         args.bridge_map_alpha,
         args.bridge_memory_k,
+        args.precision,
     )
     bench.prepare()
 
@@ -707,6 +712,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "audio_head_parts": args.audio_head_parts,
             "bridge_map_alpha": args.bridge_map_alpha,
             "bridge_memory_k": args.bridge_memory_k,
+            "precision": args.precision,
             "quick": args.quick,
             "chance_seeds": args.chance_seeds,
             "shipped": args.shipped,
@@ -759,6 +765,13 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=None,
         help="avsearch train --bridge-memory-k (0: no memory of training sounds) [the CLI's]",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="avsearch embed --precision of every evaluated index (training reads float32 "
+        "features) [fp32]",
     )
     ap.add_argument(
         "--baseline",

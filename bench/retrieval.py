@@ -225,6 +225,7 @@ def markdown(
             "through an encoder (112×112 H.264 frames, AAC audio), so it is not expected to match."
         )
     unseen = 'the "default_loso" section measures it'
+    precision = "" if model.precision == "fp32" else f" --precision {model.precision}"
     loso = {n: measured_by_cli(n) for n in ("default", "speech")}
     if all(r is not None and r.get("loso") for r in loso.values()):
         unseen = (
@@ -235,7 +236,7 @@ def markdown(
         )
     return f"""## AV-Digits retrieval (media → `embed` → `eval`)
 
-`python bench/retrieval.py` — {dt.date.today().isoformat()}, model `{model.name}`
+`python bench/retrieval.py{precision}` — {dt.date.today().isoformat()}, model `{model.name}`
 (fingerprint `{model.fingerprint[:12]}`), {machine_line()}.
 
 The AV-Digits test split built as media folders by `bench/avdigits.py` (seeded,
@@ -283,6 +284,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the AV-Digits build")
     ap.add_argument("--chance-seeds", type=int, default=5)
     ap.add_argument("--no-docs", action="store_true", help="print only; leave docs/ alone")
+    ap.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="embed --precision [fp32]"
+    )
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -290,7 +294,7 @@ def main() -> None:
     build_seconds = time.perf_counter() - t0
     heads = resolve_model_dir(args.model) / "heads.safetensors"
     sha = hashlib.sha256(heads.read_bytes()).hexdigest()  # the heads measured
-    model = AVModel.load(args.model)
+    model = AVModel.load(args.model, precision=args.precision)
     _ = model.audio_backbone, model.visual_backbone  # load the weights outside the timings
     settings = [
         ("audio files + images", [paths["test/audio"], paths["test/images"]]),
