@@ -33,6 +33,7 @@ from avsearch.encoders.audio_frontend import (
     LogMelFrontend,
     run_windows,
 )
+from avsearch.encoders.files import load_new
 from avsearch.encoders.tower import PRECISIONS, AudioInput, Precision, autocast
 from avsearch.errors import ModelError
 
@@ -134,11 +135,7 @@ def load_aisfx(path: Path) -> AisfxNet:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises several error types for bad files
         raise ModelError(f"{path}: cannot read aisfx weights: {exc}") from exc
-    net = AisfxNet()
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: not aisfx weights: {exc}") from exc
+    net = load_new(AisfxNet, state, path, "aisfx")
     net.eval()
     logger.debug("loaded aisfx weights from %s", path)
     return net

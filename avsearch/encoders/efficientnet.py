@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avsearch.encoders.files import load_new
 from avsearch.encoders.tower import PRECISIONS, ImageInput, Precision, autocast
 from avsearch.errors import ModelError
 
@@ -286,11 +287,9 @@ def load_efficientnet_lite0(
         raise
     except Exception as exc:  # unpickling / safetensors errors come in many types
         raise ModelError(f"{path}: cannot read EfficientNet-Lite0 weights: {exc}") from exc
-    model = EfficientNetLite0(padding_mode=padding_mode)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: not EfficientNet-Lite0 weights: {exc}") from exc
+    model = load_new(
+        lambda: EfficientNetLite0(padding_mode=padding_mode), state, path, "EfficientNet-Lite0"
+    )
     model.eval()
     logger.debug("loaded EfficientNet-Lite0 weights from %s", path)
     return model

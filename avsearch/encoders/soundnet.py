@@ -76,7 +76,7 @@ from torch import nn
 
 from avsearch.encoders.audio_frontend import SAMPLE_RATE as INPUT_RATE
 from avsearch.encoders.audio_frontend import WINDOW_SAMPLES
-from avsearch.encoders.files import models_root
+from avsearch.encoders.files import load_new, models_root
 from avsearch.encoders.resample import polyphase, resample
 from avsearch.encoders.tower import AudioInput
 from avsearch.errors import ModelError
@@ -284,11 +284,7 @@ class SoundNet8(nn.Module):
 
     def trunk(self, waves: torch.Tensor) -> torch.Tensor:
         """``[B, N]`` waveform in [-1, 1] -> conv7 activations ``[B, 1024, T7]`` (all steps)."""
-        if waves.ndim != 2:
-            raise ValueError(f"expected waveforms of shape [B, N], got {tuple(waves.shape)}")
-        if conv7_steps(waves.shape[1]) < 1:
-            raise ValueError(f"need at least {CONV7_FIELD} samples, got {waves.shape[1]}")
-        x = waves.unsqueeze(1) * INPUT_SCALE
+        x = _trunk_input(waves)
         for i, layer in enumerate(LAYERS, start=1):
             x = F.relu(getattr(self, f"bn{i}")(getattr(self, layer.name)(x)))
             if layer.pool > 1:
@@ -361,11 +357,7 @@ class FastSoundNet:
 
     def trunk(self, waves: torch.Tensor) -> torch.Tensor:
         """``[B, N]`` waveform in [-1, 1] -> conv7 activations ``[B, 1024, T7]``."""
-        if waves.ndim != 2:
-            raise ValueError(f"expected waveforms of shape [B, N], got {tuple(waves.shape)}")
-        if conv7_steps(waves.shape[1]) < 1:
-            raise ValueError(f"need at least {CONV7_FIELD} samples, got {waves.shape[1]}")
-        x = waves.unsqueeze(1) * INPUT_SCALE
+        x = _trunk_input(waves)
         for layer, weight, bias, taps in self.layers:
             if taps:
                 x = F.relu(_blocked_conv_pool(x, weight, bias, layer, taps))
@@ -388,6 +380,16 @@ def head_rows(conv7: torch.Tensor, steps: np.ndarray) -> torch.Tensor:
     k = HEADS[0]
     windows = conv7.unfold(1, k.kernel, k.stride)  # [1024, T8, 8]
     return windows[:, torch.as_tensor(steps)].transpose(0, 1).reshape(len(steps), -1)
+
+
+def _trunk_input(waves: torch.Tensor) -> torch.Tensor:
+    """``[B, N]`` waveform in [-1, 1] -> the first layer's input ``[B, 1, N]`` at the
+    training scale; ValueError for another shape or a signal shorter than a conv7 step."""
+    if waves.ndim != 2:
+        raise ValueError(f"expected waveforms of shape [B, N], got {tuple(waves.shape)}")
+    if conv7_steps(waves.shape[1]) < 1:
+        raise ValueError(f"need at least {CONV7_FIELD} samples, got {waves.shape[1]}")
+    return waves.unsqueeze(1) * INPUT_SCALE
 
 
 def _blocked(layer: ConvLayer) -> bool:
@@ -449,12 +451,7 @@ def load_soundnet(path: Path) -> SoundNet8:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises several error types for bad files
         raise ModelError(f"{path}: cannot read SoundNet weights: {exc}") from exc
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    net = SoundNet8()
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: not SoundNet-8 weights: {exc}") from exc
+    net = load_new(SoundNet8, state, path, "SoundNet-8")
     net.eval()
     return net
 
