@@ -20,6 +20,16 @@ def _check(name: str, fn: Any, required: bool = True) -> dict[str, Any]:
         }
 
 
+def bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The bfloat16 flags this CPU declares (``amx_bf16``, ``avx512_bf16``; Linux), which
+    ``embed --precision bf16`` needs to be fast; empty when none or unknown."""
+    try:
+        flags = set(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return []
+    return [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+
+
 def run_checks(index_dir: Path) -> list[dict[str, Any]]:
     def python() -> str:
         return f"{platform.python_version()} on {platform.machine()}"
@@ -48,6 +58,12 @@ def run_checks(index_dir: Path) -> list[dict[str, Any]]:
 
         return f"libsndfile {sf.__libsndfile_version__}"
 
+    def bfloat16() -> str:
+        units = bf16_units()
+        if not units:
+            return "no bfloat16 units found: keep embed --precision fp32 (the default)"
+        return f"{', '.join(units)}: embed --precision bf16 can run faster here (docs/cli.md)"
+
     def model() -> str:
         from avsearch.encoders.model import AVModel
 
@@ -62,6 +78,7 @@ def run_checks(index_dir: Path) -> list[dict[str, Any]]:
         _check("faiss", faiss_),
         _check("codecs", codecs),
         _check("soundfile", soundfile_),
+        _check("bfloat16", bfloat16, required=False),
         _check("default model and backbone weights", model),
         *_backbone_checks(),
         _index_check(index_dir),

@@ -29,6 +29,7 @@ from pathlib import Path
 from _common import SHARED, machine_line, write_section
 
 from avsearch.config import EmbedConfig, QueryConfig
+from avsearch.doctor import bf16_units as cpu_bf16_flags
 from avsearch.encoders.model import AVModel
 from avsearch.media.discover import discover
 from avsearch.pipeline import EmbedSummary, run_embed
@@ -108,13 +109,9 @@ def encoder_profile(model: AVModel, windows: dict[str, list]) -> dict[tuple[str,
 
 
 def bf16_units() -> str:
-    """What this CPU has for bfloat16, from /proc/cpuinfo's flags (Linux)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8").split())
-    except OSError:
-        return "unknown bfloat16 support"
-    have = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    return f"CPU flags {' and '.join(have)}" if have else "no bfloat16 units (emulated)"
+    """What this CPU has for bfloat16 (``avsearch doctor`` reads the same flags)."""
+    units = cpu_bf16_flags()
+    return f"CPU flags {' and '.join(units)}" if units else "no bfloat16 units found"
 
 
 def without_soundnet(model_dir: Path, dst: Path) -> Path:
