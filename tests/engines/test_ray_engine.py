@@ -319,6 +319,21 @@ def test_a_worker_refuses_a_model_that_is_not_the_drivers() -> None:
         shardmod._load_model("/nowhere/model", "0" * 64, ())
 
 
+def test_a_worker_loads_the_model_at_the_drivers_precision() -> None:
+    from avsearch.encoders.model import AVModel
+
+    driver = AVModel.load("default", lazy=True, precision="bf16")
+    reader, _ = RayEngine().stages(
+        [], driver, SPEC, EmbedConfig(), features=False, cached=None, hits=()
+    )
+    ref = reader.task.model
+    assert ref.precision == "bf16" and ref.fingerprint == driver.fingerprint
+    shardmod._load_model.cache_clear()
+    worker = shardmod._worker_model(ref)
+    assert worker.precision == "bf16"
+    assert worker.feature_key(SPEC) == driver.feature_key(SPEC)
+
+
 def test_a_stand_in_model_without_a_directory_is_refused() -> None:
     with pytest.raises(UsageError, match="model directory"):
         RayEngine().stages([], Heads(), SPEC, EmbedConfig(), features=False, cached=None, hits=())  # type: ignore[arg-type]
