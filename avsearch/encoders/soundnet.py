@@ -28,6 +28,11 @@ and fed to them it makes them say "Norfolk terrier" with probability 1.0 for any
 heads read every conv7 step but the last, as in training. The first step, centred 0.45 s
 before the start, mostly sees padding and is never used as a feature.
 
+Inference runs a folded copy of the network (:class:`FastSoundNet`: BatchNorm folded, conv1 and
+conv2 as dense convolutions over blocks of samples), the same outputs to float rounding in
+about a third of the time; :class:`SoundNet8` itself stays the port, checked against the
+original.
+
 Features (:class:`SoundNetBackbone`, ``[B, N]`` mono 44.1 kHz windows -> ``[B, 2425]``): the
 network hears consecutive windows of one signal together, once (:func:`file_outputs`):
 
