@@ -212,12 +212,17 @@ def measure(
     shutil.rmtree(index, ignore_errors=True)
     config = work / "avsearch.yaml"
     cache = (cache or work / "index" / "features.sqlite").resolve()
-    config.write_text(f"embed:\n  feature_cache: {cache}\n", encoding="utf-8")
+    config.write_text(
+        f"embed:\n  feature_cache: {cache}\n  precision: {PRECISION}\n", encoding="utf-8"
+    )
     base = ["--index", rel(index), "--config", rel(config)]
     run_avsearch([*base, "embed", *map(rel, roots), "--model", rel(model)], quiet=True)
     if not isinstance(labels, Path):
         labels = write_labels_csv(work / "eval-labels.csv", labels)
     return run_avsearch([*base, "eval", "--labels", rel(labels)], quiet=True)
+
+
+PRECISION = "fp32"  # `embed --precision` of the evaluated indexes (main sets it from --precision)
 
 
 # ------------------------------------------------------------------------------ the measures
@@ -463,7 +468,16 @@ def main() -> None:
         "[the audio tower's training cache under bench/out]",
     )
     ap.add_argument("--no-write", action="store_true", help="leave docs/ alone")
+    ap.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="avsearch embed --precision of every evaluated index (training reads float32 "
+        "features); bf16 works under bench/out/train_default-bf16 and writes no docs [fp32]",
+    )
     args = ap.parse_args()
+    global PRECISION
+    PRECISION = args.precision
     farm_dir = shared_data() / "farm"
     model_dir = REPO / "models" / args.model
     if not (model_dir / "heads.safetensors").is_file():
@@ -473,6 +487,8 @@ def main() -> None:
             hint = "python bench/avdigits.py --splits test,train"
             raise SystemExit(f"{rel(AVDIGITS / split)} is not built: {hint}")
     root = OUT / ("train_default-quick" if args.quick else "train_default")
+    if args.precision != "fp32":  # apart from the float32 runs the docs section reads
+        root = root.with_name(f"{root.name}-{args.precision}")
     work = root / args.model
     work.mkdir(parents=True, exist_ok=True)
     shipped = snapshot(model_dir, work / "shipped")
@@ -490,6 +506,7 @@ def main() -> None:
         "audio_backbone": backbone,
         "command": shlex.join(["avsearch", *command]),
         "date": dt.date.today().isoformat(),
+        "precision": args.precision,
         "reproduction": reproduce(shipped, command, work, args.quick),
         "avdigits": avdigits_test(shipped, work),
         "farm": farm(shipped, work, farm_dir),
@@ -506,7 +523,7 @@ def main() -> None:
         raise SystemExit(f"{rel(model_dir)} was replaced during the run: measure it again")
     (work / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(f"wall time {results['seconds']:.0f} s; wrote {rel(work / 'results.json')}")
-    if args.quick or args.no_write:
+    if args.quick or args.no_write or args.precision != "fp32":
         print(section(load_results(root)))
         return
     print(f"wrote {write_section(SECTION, section(load_results(root)))}")
