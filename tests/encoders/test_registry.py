@@ -275,3 +275,16 @@ def test_backbones_key_names_a_reduced_precision_only_where_a_part_runs_it() -> 
     assert reg.BACKBONES.lookup("soundnet").precisions == ("fp32",)
     with pytest.raises(ModelError, match="precision must be one of fp32, bf16"):
         Backbones("aisfx", precision="fp16")  # type: ignore[arg-type]
+
+
+def test_the_registry_and_the_towers_agree_on_precisions() -> None:
+    from avsearch.encoders.aisfx import AisfxBackbone
+    from avsearch.encoders.efficientnet import EfficientNetLite0Backbone
+    from avsearch.encoders.soundnet import SoundNetBackbone
+
+    for name, cls in (
+        ("aisfx", AisfxBackbone),
+        ("efficientnet-lite0", EfficientNetLite0Backbone),
+        ("soundnet", SoundNetBackbone),
+    ):
+        assert tuple(getattr(cls, "precisions", ("fp32",))) == reg.BACKBONES.lookup(name).precisions
