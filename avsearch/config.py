@@ -50,8 +50,8 @@ class EmbedConfig:
     write_features: bool = True  # add the features of the files this run encodes to it
     # globs of files/folders kept out of the index (and removed from it); see media.discover
     exclude: str | list | None = None
-    # what the towers that can run their networks at: fp32, or bf16 (faster on CPUs with
-    # bfloat16 units such as Intel AMX; features about 1% apart: docs/benchmarks.md)
+    # the precision towers run their networks at where they can: fp32, or bf16 (faster on
+    # CPUs with bfloat16 units such as Intel AMX; features about 1% apart: docs/benchmarks.md)
     precision: str = "fp32"
 
 
