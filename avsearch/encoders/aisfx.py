@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from avsearch.encoders.audio_frontend import (
     LogMelFrontend,
     run_windows,
 )
-from avsearch.encoders.files import load_new
+from avsearch.encoders.files import load_new, weights_state
 from avsearch.encoders.tower import PRECISIONS, AudioInput, Precision, autocast
 from avsearch.errors import ModelError
 
@@ -167,7 +168,7 @@ class AisfxBackbone(nn.Module):
             net = load_aisfx(weights)
         self.frontend = LogMelFrontend()
         self.net = net
-        self._fast: list[nn.Module] = []  # the folded copy, in a list: not a submodule
+        self._fast: list[tuple[Any, nn.Module]] = []  # the folded copy: not a submodule
         self.precision: Precision = "fp32"  # the network's (the front-end stays float32)
         self.eval()
 
@@ -191,9 +192,10 @@ class AisfxBackbone(nn.Module):
         zero-padded, a 1-D array is one row, chunks of at most 64 rows on the network's
         device)."""
         device = next(self.net.parameters()).device
-        if not self._fast or next(self._fast[0].parameters()).device != device:
-            self._fast[:] = [fold_batchnorm(self.net)]
-        fast = self._fast[0]
+        key = weights_state(self.net)
+        if not self._fast or self._fast[0][0] != key:  # (made again when the weights change)
+            self._fast[:] = [(key, fold_batchnorm(self.net))]
+        fast = self._fast[0][1]
 
         def forward(rows: torch.Tensor) -> torch.Tensor:
             short = WINDOW_SAMPLES - rows.shape[1]

@@ -13,7 +13,8 @@ here, importing nothing else of avsearch but its errors, keeps the import graph 
   :func:`run_rows`: what the loaders of public checkpoints a user downloads (VGGish, PANNs)
   share: a local ``.pth`` read with ``torch.load(weights_only=True)`` (or its ``.safetensors``
   conversion), checked against the network's state dict, then run in chunks.
-- :func:`load_new`: a network built with its weights, its random initialisation skipped.
+- :func:`load_new`: a network built with its weights, its random initialisation skipped;
+  :func:`weights_state`: when a copy made from them (a folded inference copy) is stale.
 - :func:`convert_main`: their ``python -m avsearch.encoders.<module> convert`` command.
 
 Nothing here imports torch at import time.
@@ -239,6 +240,17 @@ def load_strict(module: nn.Module, state: dict[str, Tensor], path: Path, what: s
     except RuntimeError as exc:  # e.g. a dtype that cannot be copied
         detail = " ".join(str(exc).split())
         raise ModelError(f"{path}: not {what} weights: {detail[:300]}") from exc
+
+
+def weights_state(module: nn.Module) -> tuple[Any, ...]:
+    """What a module's weights are now: each parameter's and buffer's device, storage and
+    version counter (which in-place changes advance; tensors made under inference mode have
+    none, and cannot be changed outside it). A copy made from the weights (a tower's folded
+    inference copy) is made again when this changes."""
+    return tuple(
+        (t.device, t.data_ptr(), 0 if t.is_inference() else t._version)
+        for t in (*module.parameters(), *module.buffers())
+    )
 
 
 def load_new(factory: Callable[[], M], state: dict[str, Tensor], path: Path, what: str) -> M:

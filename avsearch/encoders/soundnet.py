@@ -81,7 +81,7 @@ from torch import nn
 
 from avsearch.encoders.audio_frontend import SAMPLE_RATE as INPUT_RATE
 from avsearch.encoders.audio_frontend import WINDOW_SAMPLES
-from avsearch.encoders.files import load_new, models_root
+from avsearch.encoders.files import load_new, models_root, weights_state
 from avsearch.encoders.resample import polyphase, resample
 from avsearch.encoders.tower import AudioInput
 from avsearch.errors import ModelError
@@ -299,12 +299,7 @@ class SoundNet8(nn.Module):
     def fast(self) -> FastSoundNet:
         """The folded copy of the network that inference runs (:class:`FastSoundNet`), made on
         first use and again when the weights change."""
-        # a tensor's storage and its version counter (which in-place changes advance; tensors
-        # made under inference mode have none, and cannot be changed outside it)
-        key = tuple(
-            (t.device, t.data_ptr(), 0 if t.is_inference() else t._version)
-            for t in (*self.parameters(), *self.buffers())
-        )
+        key = weights_state(self)
         if not self._fast or self._fast[0][0] != key:
             self._fast[:] = [(key, FastSoundNet(self))]
         return self._fast[0][1]
@@ -643,8 +638,9 @@ def _file_conv7(net: SoundNet8, x: torch.Tensor, chunk_steps: int) -> torch.Tens
     before it and 4 after (more than a receptive field), so every kept step is exact."""
     n = x.shape[0]
     total = conv7_steps(n)
+    trunk = net.fast().trunk
     if total <= chunk_steps + 8:
-        return net.fast().trunk(x[None])[0]
+        return trunk(x[None])[0]
     out = x.new_empty((CONV7_DIM, total))
     before, after = 3, 4
     for m0 in range(0, total, chunk_steps):
@@ -652,7 +648,7 @@ def _file_conv7(net: SoundNet8, x: torch.Tensor, chunk_steps: int) -> torch.Tens
         first = max(0, m0 - before)
         s0 = first * CONV7_HOP
         s1 = min(n, (m1 + after) * CONV7_HOP + CONV7_OFFSET + CONV7_FIELD)
-        seg = net.fast().trunk(x[None, s0:s1])[0]
+        seg = trunk(x[None, s0:s1])[0]
         out[:, m0:m1] = seg[:, m0 - first : m1 - first]
     return out
 
