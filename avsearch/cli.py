@@ -152,7 +152,7 @@ def embed(
         str | None,
         typer.Option(
             help="fp32, or bf16: the audio and image networks in bfloat16, faster on CPUs "
-            "with bfloat16 units (Intel AMX), features about 1% apart [fp32]."
+            "with bfloat16 units (Intel AMX), features a few percent apart [fp32]."
         ),
     ] = None,
 ) -> None:

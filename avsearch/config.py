@@ -51,7 +51,7 @@ class EmbedConfig:
     # globs of files/folders kept out of the index (and removed from it); see media.discover
     exclude: str | list | None = None
     # the precision towers run their networks at where they can: fp32, or bf16 (faster on
-    # CPUs with bfloat16 units such as Intel AMX; features about 1% apart: docs/benchmarks.md)
+    # CPUs with bfloat16 units such as Intel AMX; features a few percent apart: docs/benchmarks.md)
     precision: str = "fp32"
 
 

@@ -126,7 +126,7 @@ class Backbones:
 
     def _precision_key(self) -> str:
         """``|bf16`` when a tower runs a part at bfloat16 (its features differ from float32's
-        by about 1%), else nothing: float32 keys are those of earlier versions."""
+        by a few percent), else nothing: float32 keys are those of earlier versions."""
         if self.precision == "fp32":
             return ""
         reduced = any(

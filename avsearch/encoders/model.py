@@ -101,7 +101,7 @@ class AVModel:
         weights files the user gave, by backbone name (``{"vggish": PATH}``; see
         :mod:`avsearch.encoders.registry`), checked against the config's sha256;
         ``precision``: the precision towers run their networks at where they can (``bf16``:
-        faster on CPUs with bfloat16 units, features about 1% apart from float32's)."""
+        faster on CPUs with bfloat16 units, features a few percent apart from float32's)."""
         directory = md.resolve_model_dir(str(name_or_dir))
         config = md.load_config(directory)
         fingerprint = md.fingerprint(directory, hashes)
